@@ -1,0 +1,5 @@
+//! Who is asking: deployment secrets and bearer tokens compared in constant time.
+
+pub mod secret;
+
+pub use secret::{bearer_matches, SecretDigest};

@@ -1,0 +1,152 @@
+//! The `--config` TOML file: its keys become flags placed before the ones on
+//! the command line, and only when the setting's env twin is unset, so that
+//! the precedence is file < env < flag with clap doing every parse.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Command};
+
+use super::{invalid, Settings, SettingsError};
+
+/// Returns `args` (the `serve` arguments, without the program name) with the
+/// config file's settings inserted in front of them.
+pub fn merge_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, SettingsError> {
+    let Some(path) = config_path(&args) else {
+        return Ok(args);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|error| {
+        invalid(
+            "CD_CONFIG",
+            format!("cannot read `{}`: {error}", path.display()),
+        )
+    })?;
+    let table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
+        invalid(
+            "CD_CONFIG",
+            format!(
+                "`{}` is not valid TOML: {}",
+                path.display(),
+                error.message()
+            ),
+        )
+    })?;
+    let command = Settings::augment_args(Command::new("serve"));
+    let mut merged = Vec::new();
+    for (key, value) in &table {
+        // Tables and arrays of tables (e.g. `[[issuer]]`) belong to other sections.
+        if value.is_table() || is_array_of_tables(value) {
+            continue;
+        }
+        let flag = key
+            .to_ascii_lowercase()
+            .trim_start_matches("cd_")
+            .replace('_', "-");
+        let Some(arg) = command
+            .get_arguments()
+            .find(|arg| arg.get_long() == Some(flag.as_str()) && flag != "config")
+        else {
+            return Err(invalid(
+                "CD_CONFIG",
+                format!("`{}`: unknown setting `{key}`", path.display()),
+            ));
+        };
+        let env_is_set = arg
+            .get_env()
+            .is_some_and(|name| std::env::var_os(name).is_some());
+        if env_is_set {
+            continue;
+        }
+        let value = scalar_text(value).ok_or_else(|| {
+            invalid(
+                "CD_CONFIG",
+                format!(
+                    "`{}`: `{key}` must be a string, number, boolean or list of them",
+                    path.display()
+                ),
+            )
+        })?;
+        merged.push(OsString::from(format!("--{flag}={value}")));
+    }
+    merged.extend(args);
+    Ok(merged)
+}
+
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut iter = args.iter();
+    let mut found = None;
+    while let Some(arg) = iter.next() {
+        let text = arg.to_string_lossy();
+        if text == "--config" {
+            found = iter.next().map(PathBuf::from);
+        } else if let Some(path) = text.strip_prefix("--config=") {
+            found = Some(PathBuf::from(path));
+        }
+    }
+    found.or_else(|| std::env::var_os("CD_CONFIG").map(PathBuf::from))
+}
+
+fn is_array_of_tables(value: &toml::Value) -> bool {
+    value
+        .as_array()
+        .is_some_and(|items| !items.is_empty() && items.iter().all(toml::Value::is_table))
+}
+
+fn scalar_text(value: &toml::Value) -> Option<String> {
+    match value {
+        toml::Value::String(text) => Some(text.clone()),
+        toml::Value::Integer(number) => Some(number.to_string()),
+        toml::Value::Float(number) => Some(number.to_string()),
+        toml::Value::Boolean(flag) => Some(flag.to_string()),
+        toml::Value::Array(items) => items
+            .iter()
+            .map(scalar_text)
+            .collect::<Option<Vec<_>>>()
+            .map(|items| items.join(",")),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn with_file(content: &str, args: &[&str]) -> Result<Vec<String>, SettingsError> {
+        let mut file = tempfile::NamedTempFile::new().expect("temp file");
+        file.write_all(content.as_bytes()).expect("write config");
+        let mut full = vec![format!("--config={}", file.path().display())];
+        full.extend(args.iter().map(|arg| arg.to_string()));
+        merge_config_file(full.into_iter().map(OsString::from).collect()).map(|args| {
+            args.into_iter()
+                .map(|arg| arg.to_string_lossy().into_owned())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn file_keys_come_before_command_line_flags() {
+        let args = with_file(
+            "redis_prefix = \"from-file:\"\nCD_MAX_OUTPUT = \"2MiB\"\n[[issuer]]\nname = \"x\"\n",
+            &["--redis-prefix=from-flag:"],
+        )
+        .expect("valid file");
+        let file_flag = args.iter().position(|a| a == "--redis-prefix=from-file:");
+        let cli_flag = args.iter().position(|a| a == "--redis-prefix=from-flag:");
+        assert!(file_flag < cli_flag, "{args:?}");
+        assert!(args.contains(&"--max-output=2MiB".to_string()));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let error = with_file("no_such_setting = 1\n", &[]).expect_err("unknown key accepted");
+        assert_eq!(error.setting, "CD_CONFIG");
+        assert!(error.reason.contains("no_such_setting"), "{error}");
+    }
+
+    #[test]
+    fn broken_toml_is_refused() {
+        let error = with_file("listen = \n", &[]).expect_err("broken TOML accepted");
+        assert!(error.reason.contains("not valid TOML"), "{error}");
+    }
+}

@@ -1,0 +1,345 @@
+//! Settings: one struct, flags with `CD_*` env twins and an optional TOML file
+//! (file < env < flag), validated once at start.
+
+mod file;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use secrecy::{ExposeSecret, SecretString};
+
+pub use file::merge_config_file;
+
+/// What a trigger gets while its inventory already has a running job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnBusy {
+    /// Refuse with "App deployment is already running".
+    Reject,
+    /// Answer with the running job.
+    Join,
+    /// Queue one job that starts when the running one ends.
+    Queue,
+}
+
+impl OnBusy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnBusy::Reject => "reject",
+            OnBusy::Join => "join",
+            OnBusy::Queue => "queue",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LauncherKind {
+    Docker,
+    Process,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DockerPull {
+    Always,
+    Missing,
+    Never,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn secret(text: &str) -> Result<SecretString, std::convert::Infallible> {
+    Ok(SecretString::from(text))
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    units::parse_duration(text)
+}
+
+fn size(text: &str) -> Result<usize, String> {
+    units::parse_size(text)
+}
+
+/// Every setting of `enac-cd serve` (contract §2).
+#[derive(Clone, Debug, Args)]
+pub struct Settings {
+    /// TOML file setting the same keys (file < env < flag).
+    #[arg(long, env = "CD_CONFIG", value_name = "CD_CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Listen address.
+    #[arg(
+        long,
+        env = "CD_LISTEN",
+        value_name = "CD_LISTEN",
+        default_value = "127.0.0.1:8000"
+    )]
+    pub listen: SocketAddr,
+
+    /// `redis://[:pass@]host:port/db`; unset = embedded store.
+    #[arg(long, env = "CD_REDIS_URL", value_name = "CD_REDIS_URL", value_parser = secret, hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+
+    /// Embedded store location; also holds the process launcher's job logs.
+    #[arg(
+        long,
+        env = "CD_DATA_DIR",
+        value_name = "CD_DATA_DIR",
+        default_value = "./data"
+    )]
+    pub data_dir: PathBuf,
+
+    /// Prefix of every Redis key.
+    #[arg(
+        long,
+        env = "CD_REDIS_PREFIX",
+        value_name = "CD_REDIS_PREFIX",
+        default_value = "enac-cd:"
+    )]
+    pub redis_prefix: String,
+
+    /// Bearer token for the admin endpoints; unset = they answer 403.
+    #[arg(long, env = "CD_ADMIN_TOKEN", value_name = "CD_ADMIN_TOKEN", value_parser = secret, hide_env_values = true)]
+    pub admin_token: Option<SecretString>,
+
+    /// JSON list of apps loaded at start.
+    #[arg(long, env = "CD_APPS_FILE", value_name = "CD_APPS_FILE")]
+    pub apps_file: Option<PathBuf>,
+
+    /// Base URL that containers use to call back (default `http://<CD_LISTEN>`).
+    #[arg(long, env = "CD_PUBLIC_URL", value_name = "CD_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Key for job tokens; unset = generated once and kept in the store.
+    #[arg(long, env = "CD_SIGNING_KEY", value_name = "CD_SIGNING_KEY", value_parser = secret, hide_env_values = true)]
+    pub signing_key: Option<SecretString>,
+
+    /// Policy files directory.
+    #[arg(
+        long,
+        env = "CD_POLICY_DIR",
+        value_name = "CD_POLICY_DIR",
+        default_value = "./policies"
+    )]
+    pub policy_dir: PathBuf,
+
+    /// What a `secret` trigger gets while its inventory is busy.
+    #[arg(
+        long,
+        env = "CD_ON_BUSY",
+        value_name = "CD_ON_BUSY",
+        value_enum,
+        default_value = "reject"
+    )]
+    pub on_busy: OnBusy,
+
+    /// A job not final by then is stopped and ends `error`.
+    #[arg(long, env = "CD_JOB_TIMEOUT", value_name = "CD_JOB_TIMEOUT", value_parser = duration, default_value = "1h")]
+    pub job_timeout: Duration,
+
+    /// How long finished jobs are kept.
+    #[arg(long, env = "CD_JOB_TTL", value_name = "CD_JOB_TTL", value_parser = duration, default_value = "7d")]
+    pub job_ttl: Duration,
+
+    /// Output kept per job (the newest bytes win).
+    #[arg(long, env = "CD_MAX_OUTPUT", value_name = "CD_MAX_OUTPUT", value_parser = size, default_value = "1MiB")]
+    pub max_output: usize,
+
+    /// `docker` or `process`.
+    #[arg(
+        long,
+        env = "CD_LAUNCHER",
+        value_name = "CD_LAUNCHER",
+        value_enum,
+        default_value = "docker"
+    )]
+    pub launcher: LauncherKind,
+
+    /// Docker engine address (Docker's defaults when unset).
+    #[arg(long, env = "CD_DOCKER_HOST", value_name = "CD_DOCKER_HOST")]
+    pub docker_host: Option<String>,
+
+    /// Ansible image.
+    #[arg(
+        long,
+        env = "CD_DOCKER_IMAGE",
+        value_name = "CD_DOCKER_IMAGE",
+        default_value = "ghcr.io/epfl-enac/enacit-ansible:latest"
+    )]
+    pub docker_image: String,
+
+    /// Image pull policy.
+    #[arg(
+        long,
+        env = "CD_DOCKER_PULL",
+        value_name = "CD_DOCKER_PULL",
+        value_enum,
+        default_value = "missing"
+    )]
+    pub docker_pull: DockerPull,
+
+    /// Network mode or name for job containers.
+    #[arg(long, env = "CD_DOCKER_NETWORK", value_name = "CD_DOCKER_NETWORK")]
+    pub docker_network: Option<String>,
+
+    /// Comma list `host:container[:ro]`.
+    #[arg(
+        long,
+        env = "CD_DOCKER_BINDS",
+        value_name = "CD_DOCKER_BINDS",
+        value_delimiter = ','
+    )]
+    pub docker_binds: Vec<String>,
+
+    /// Registry user for pulls.
+    #[arg(long, env = "CD_REGISTRY_USER", value_name = "CD_REGISTRY_USER")]
+    pub registry_user: Option<String>,
+
+    /// Registry password for pulls.
+    #[arg(long, env = "CD_REGISTRY_PASSWORD", value_name = "CD_REGISTRY_PASSWORD", value_parser = secret, hide_env_values = true)]
+    pub registry_password: Option<SecretString>,
+
+    /// Program run by the `process` launcher.
+    #[arg(long, env = "CD_PROCESS_COMMAND", value_name = "CD_PROCESS_COMMAND")]
+    pub process_command: Option<PathBuf>,
+
+    /// Passed to ansible as `CD_ENV` (`test`/`prod`).
+    #[arg(long = "env", env = "CD_ENV", value_name = "CD_ENV")]
+    pub cd_env: Option<String>,
+
+    /// Inventory whose job runs `announce-apps` instead of `app-deploy`.
+    #[arg(
+        long,
+        env = "CD_SELF_INVENTORY",
+        value_name = "CD_SELF_INVENTORY",
+        default_value = "cd_runner_with_enacit_ansible"
+    )]
+    pub self_inventory: String,
+
+    /// `text` or `json`.
+    #[arg(
+        long,
+        env = "CD_LOG_FORMAT",
+        value_name = "CD_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// A setting that parsed but cannot be used; its message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{setting}: {reason}")]
+pub struct SettingsError {
+    pub setting: &'static str,
+    pub reason: String,
+}
+
+fn invalid(setting: &'static str, reason: impl Into<String>) -> SettingsError {
+    SettingsError {
+        setting,
+        reason: reason.into(),
+    }
+}
+
+/// Shortest accepted admin token and signing key: guessable values are refused.
+const MIN_SECRET_LEN: usize = 16;
+
+impl Settings {
+    /// Checks what clap's parsers cannot see alone: combinations and formats.
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if let Some(url) = &self.redis_url {
+            redis::Client::open(url.expose_secret()).map_err(|_| {
+                invalid(
+                    "CD_REDIS_URL",
+                    "not a valid redis://[:pass@]host:port/db URL",
+                )
+            })?;
+        }
+        if let Some(url) = &self.public_url {
+            let ok = (url.starts_with("http://") || url.starts_with("https://"))
+                && url.len() > "https://".len();
+            if !ok {
+                return Err(invalid(
+                    "CD_PUBLIC_URL",
+                    format!("`{url}` is not an http(s) URL"),
+                ));
+            }
+        }
+        if let Some(token) = &self.admin_token {
+            if token.expose_secret().len() < MIN_SECRET_LEN {
+                return Err(invalid("CD_ADMIN_TOKEN", "must be at least 16 characters"));
+            }
+        }
+        if let Some(key) = &self.signing_key {
+            if key.expose_secret().len() < 32 {
+                return Err(invalid("CD_SIGNING_KEY", "must be at least 32 characters"));
+            }
+        }
+        if self.redis_prefix.is_empty() {
+            return Err(invalid("CD_REDIS_PREFIX", "must not be empty"));
+        }
+        if self.max_output < 1024 {
+            return Err(invalid("CD_MAX_OUTPUT", "must be at least 1KiB"));
+        }
+        if self.self_inventory.is_empty() {
+            return Err(invalid("CD_SELF_INVENTORY", "must not be empty"));
+        }
+        match self.launcher {
+            LauncherKind::Process => {
+                let Some(command) = &self.process_command else {
+                    return Err(invalid(
+                        "CD_PROCESS_COMMAND",
+                        "required when CD_LAUNCHER=process",
+                    ));
+                };
+                if !is_executable(command) {
+                    return Err(invalid(
+                        "CD_PROCESS_COMMAND",
+                        format!("`{}` is not an executable file", command.display()),
+                    ));
+                }
+            }
+            LauncherKind::Docker => {
+                return Err(invalid(
+                    "CD_LAUNCHER",
+                    "the docker launcher is not available in this build yet; use CD_LAUNCHER=process",
+                ));
+            }
+        }
+        if self.redis_url.is_none() {
+            return Err(invalid(
+                "CD_REDIS_URL",
+                "required in this build (the embedded store is not available yet)",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Base URL for callbacks, without a trailing slash.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(url) => url.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", self.listen),
+        }
+    }
+
+    /// The lock outlives a job's timeout by this margin, so that only a crash
+    /// (never a slow job) lets a lock expire on its own.
+    pub fn lock_ttl(&self) -> Duration {
+        self.job_timeout + Duration::from_secs(300)
+    }
+}
+
+pub(crate) fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}

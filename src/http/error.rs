@@ -1,0 +1,93 @@
+//! The one error type of the HTTP layer and its mapping to status and body.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tracing::error;
+
+use crate::apps::AppProblem;
+use crate::store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A refusal of the legacy API: HTTP 200, because the deployed client
+    /// retries every other status.
+    #[error("{0}")]
+    Domain(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("request body must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("request body is too large")]
+    TooLarge,
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("invalid apps")]
+    InvalidApps(Vec<AppProblem>),
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    /// The store cannot be reached; the cause is logged, not returned.
+    #[error("service unavailable, try again")]
+    Unavailable(String),
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        ApiError::Unavailable(error.to_string())
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Domain(_) => StatusCode::OK,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Unprocessable(_) | ApiError::InvalidApps(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `{"status":"error","error":…}` body every error shares.
+    pub fn body(&self) -> Value {
+        let mut body = json!({"status": "error", "error": self.to_string()});
+        match self {
+            ApiError::InvalidApps(problems) => {
+                let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+                body["error"] = Value::String(format!("invalid apps: {}", listed.join("; ")));
+                body["errors"] = json!(problems);
+            }
+            ApiError::Unavailable(cause) => error!(%cause, "request failed: store unavailable"),
+            _ => {}
+        }
+        body
+    }
+
+    /// The same error for `/job-status/`, whose client reads `output` first.
+    pub fn with_job(self, job_id: &str) -> Response {
+        let mut body = self.body();
+        body["job_id"] = Value::String(job_id.to_owned());
+        body["output"] = Value::String(String::new());
+        (self.status(), Json(body)).into_response()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status(), Json(self.body())).into_response()
+    }
+}

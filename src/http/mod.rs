@@ -1,0 +1,96 @@
+//! The HTTP surface: one file per family of endpoints.
+
+mod admin;
+mod callback;
+mod error;
+mod extract;
+mod legacy;
+mod ops;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use secrecy::SecretString;
+
+pub use error::ApiError;
+
+use crate::config::OnBusy;
+use crate::jobs::Lifecycle;
+use crate::launch::Launcher;
+use crate::metrics::{Metrics, RequestLabels};
+use crate::store::Store;
+
+/// Body cap of the legacy and admin endpoints.
+const BODY_LIMIT: usize = 1 << 20;
+
+/// Shared by every handler; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub launcher: Arc<dyn Launcher>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub metrics: Metrics,
+    pub admin_token: Option<Arc<SecretString>>,
+    /// What a `secret` trigger gets while its inventory is busy.
+    pub on_busy: OnBusy,
+    /// `CD_MAX_OUTPUT`: a callback may carry at most about this much output.
+    pub max_output: usize,
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("not found")
+}
+
+/// Records every request's latency by route; logs at debug level without
+/// headers or bodies (they may hold secrets).
+async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    tracing::debug!(%method, %route, status, elapsed_ms = elapsed.as_secs_f64() * 1000.0, "request");
+    metrics
+        .request_duration
+        .get_or_create(&RequestLabels {
+            method,
+            route,
+            status,
+        })
+        .observe(elapsed.as_secs_f64());
+    response
+}
+
+/// Every route of the service.
+pub fn router(state: AppState) -> Router {
+    // Output replaced in one callback may be up to the cap, plus JSON escaping.
+    let callback_limit = state.max_output.saturating_mul(2).max(BODY_LIMIT) + 64 * 1024;
+    let callback = Router::new()
+        .route("/set-job-status/", post(callback::set_job_status))
+        .layer(DefaultBodyLimit::max(callback_limit));
+    Router::new()
+        .route("/", get(ops::root))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/app-deploy/", post(legacy::app_deploy))
+        .route("/job-status/", post(legacy::job_status))
+        .route("/set-available-apps/", post(admin::set_available_apps))
+        .route("/get-available-apps/", get(admin::get_available_apps))
+        .route("/load/", get(admin::load))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .merge(callback)
+        .fallback(not_found)
+        .route_layer(middleware::from_fn_with_state(state.metrics.clone(), track))
+        .with_state(state)
+}

@@ -1,0 +1,98 @@
+//! What a job is, as stored and as shown.
+
+use serde::{Deserialize, Serialize};
+
+use super::JobStatus;
+use crate::launch::LaunchRecord;
+
+/// What asked for the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TriggerKind {
+    Secret,
+    GithubWebhook,
+    GitlabWebhook,
+    GithubOidc,
+    GitlabOidc,
+}
+
+impl TriggerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TriggerKind::Secret => "secret",
+            TriggerKind::GithubWebhook => "github-webhook",
+            TriggerKind::GitlabWebhook => "gitlab-webhook",
+            TriggerKind::GithubOidc => "github-oidc",
+            TriggerKind::GitlabOidc => "gitlab-oidc",
+        }
+    }
+}
+
+/// The trigger and its facts, stored on the job and shown in logs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Trigger {
+    pub kind: TriggerKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub git_ref: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub actor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<String>,
+}
+
+impl Trigger {
+    pub fn of_kind(kind: TriggerKind) -> Trigger {
+        Trigger {
+            kind,
+            repository: None,
+            git_ref: None,
+            sha: None,
+            actor: None,
+            event: None,
+            delivery_id: None,
+        }
+    }
+}
+
+/// A job about to be created; the store decides whether it starts, queues or
+/// joins another.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: String,
+    pub deployment_id: String,
+    pub inventory: String,
+    pub trigger: Trigger,
+    pub created_at: i64,
+}
+
+/// One run of the ansible program for one inventory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: String,
+    pub deployment_id: String,
+    pub inventory: String,
+    pub status: JobStatus,
+    pub output: String,
+    pub trigger: Trigger,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub launch: Option<LaunchRecord>,
+    /// Which service instance took the job's launch, if one did.
+    pub launch_claim: Option<String>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as i64)
+        .unwrap_or(0)
+}

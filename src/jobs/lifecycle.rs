@@ -1,0 +1,451 @@
+//! The one job lifecycle: every ingress calls [`Lifecycle::start`]; callbacks,
+//! exits, timeouts and reconciliation all end in [`Lifecycle::update`], so
+//! the lock release and the start of a queued job happen in one place.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::{now_ms, Job, JobStatus, NewJob, TokenKind, TokenSigner, Trigger};
+use crate::config::OnBusy;
+use crate::launch::{Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, Presence};
+use crate::metrics::{JobLabels, Metrics, TriggerLabels};
+use crate::store::{JobUpdate, OutputChange, StartOutcome, Store, StoreError, UpdateOutcome};
+
+/// Settings the lifecycle needs.
+#[derive(Clone, Debug)]
+pub struct LifecycleConfig {
+    /// Base URL the program calls back (`CD_PUBLIC_URL`).
+    pub public_url: String,
+    pub cd_env: Option<String>,
+    pub self_inventory: String,
+    pub job_timeout: Duration,
+    pub job_ttl: Duration,
+    /// This service instance, for launch claims.
+    pub instance: String,
+}
+
+/// A request to run a deployment, whoever made it.
+#[derive(Clone, Debug)]
+pub struct StartRequest {
+    pub deployment_id: String,
+    pub inventory: String,
+    pub trigger: Trigger,
+    pub on_busy: OnBusy,
+}
+
+/// The job a start request got.
+#[derive(Clone, Debug)]
+pub enum Started {
+    /// A new job holding the inventory's lock.
+    New(Job),
+    /// A new job waiting for the running one.
+    Queued(Job),
+    /// An existing job (the running one, or the inventory's queued one).
+    Joined(Job),
+}
+
+impl Started {
+    pub fn job(&self) -> &Job {
+        match self {
+            Started::New(job) | Started::Queued(job) | Started::Joined(job) => job,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("App deployment is already running")]
+    Busy,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a status update was not applied.
+#[derive(Debug, PartialEq, Eq)]
+pub enum UpdateRefused {
+    NotFound,
+    Final(JobStatus),
+    NotAllowed(JobStatus),
+}
+
+/// Periodic sweep: timeouts of jobs nobody here watches, queued jobs whose
+/// lock lapsed, promoted jobs never launched.
+const SWEEP_EVERY: Duration = Duration::from_secs(15);
+/// The sweep leaves a timeout to the job's own watcher for this long.
+const SWEEP_GRACE: Duration = Duration::from_secs(30);
+/// After stopping a timed-out program, how long to wait for its exit.
+const STOP_WAIT: Duration = Duration::from_secs(15);
+
+pub struct Lifecycle {
+    store: Arc<dyn Store>,
+    launcher: Arc<dyn Launcher>,
+    tokens: TokenSigner,
+    config: LifecycleConfig,
+    metrics: Metrics,
+    /// Jobs whose program this instance is watching.
+    watched: Mutex<HashSet<String>>,
+}
+
+impl Lifecycle {
+    pub fn new(
+        store: Arc<dyn Store>,
+        launcher: Arc<dyn Launcher>,
+        tokens: TokenSigner,
+        config: LifecycleConfig,
+        metrics: Metrics,
+    ) -> Arc<Lifecycle> {
+        Arc::new(Lifecycle {
+            store,
+            launcher,
+            tokens,
+            config,
+            metrics,
+            watched: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn tokens(&self) -> &TokenSigner {
+        &self.tokens
+    }
+
+    /// A token that reads `job_id`'s status until the job has expired.
+    pub fn status_token(&self, job_id: &str) -> String {
+        let lifetime = self.config.job_timeout * 2 + self.config.job_ttl;
+        self.tokens.issue(TokenKind::Status, job_id, lifetime)
+    }
+
+    /// Starts, queues or joins a job for the request, per its `on_busy`.
+    pub async fn start(self: &Arc<Self>, request: StartRequest) -> Result<Started, LifecycleError> {
+        let new = NewJob {
+            id: ulid::Ulid::new().to_string(),
+            deployment_id: request.deployment_id,
+            inventory: request.inventory,
+            trigger: request.trigger,
+            created_at: now_ms(),
+        };
+        let outcome = self.store.start_job(&new, request.on_busy).await?;
+        if matches!(outcome, StartOutcome::Started(_) | StartOutcome::Queued(_)) {
+            self.metrics
+                .jobs_started
+                .get_or_create(&TriggerLabels {
+                    trigger: new.trigger.kind.as_str().to_owned(),
+                })
+                .inc();
+        }
+        match outcome {
+            StartOutcome::Started(job) => {
+                info!(job_id = %job.id, deployment_id = %job.deployment_id, inventory = %job.inventory,
+                      trigger = ?job.trigger, "job starting");
+                self.spawn_launch(job.clone());
+                Ok(Started::New(job))
+            }
+            StartOutcome::Queued(job) => {
+                info!(job_id = %job.id, deployment_id = %job.deployment_id, inventory = %job.inventory,
+                      trigger = ?job.trigger, "job queued");
+                Ok(Started::Queued(job))
+            }
+            StartOutcome::Joined(job) => Ok(Started::Joined(job)),
+            StartOutcome::Busy => Err(LifecycleError::Busy),
+        }
+    }
+
+    /// Applies a status change from any source (callback, exit, timeout);
+    /// the first final write wins, and a queued job it frees is launched.
+    pub async fn update(
+        self: &Arc<Self>,
+        job_id: &str,
+        status: JobStatus,
+        output: Option<OutputChange>,
+    ) -> Result<Result<(), UpdateRefused>, StoreError> {
+        let outcome = self
+            .store
+            .update_job(job_id, &JobUpdate { status, output })
+            .await?;
+        match outcome {
+            UpdateOutcome::Applied { promoted } => {
+                if status.is_final() {
+                    self.record_final(job_id, status).await;
+                }
+                if let Some(next) = promoted {
+                    info!(job_id = %next.id, inventory = %next.inventory, "queued job starting");
+                    self.spawn_launch(*next);
+                }
+                Ok(Ok(()))
+            }
+            UpdateOutcome::NotFound => Ok(Err(UpdateRefused::NotFound)),
+            UpdateOutcome::Refused { current } if current.is_final() => {
+                Ok(Err(UpdateRefused::Final(current)))
+            }
+            UpdateOutcome::Refused { current } => Ok(Err(UpdateRefused::NotAllowed(current))),
+        }
+    }
+
+    async fn record_final(&self, job_id: &str, status: JobStatus) {
+        let trigger = match self.store.job(job_id).await {
+            Ok(Some(job)) => {
+                info!(job_id, deployment_id = %job.deployment_id, inventory = %job.inventory,
+                      trigger = ?job.trigger, %status, "job finished");
+                job.trigger.kind.as_str()
+            }
+            _ => "unknown",
+        };
+        self.metrics
+            .jobs_finished
+            .get_or_create(&JobLabels {
+                trigger: trigger.to_owned(),
+                status: status.as_str().to_owned(),
+            })
+            .inc();
+    }
+
+    /// Ends a job `error` with a reason appended to its output; a job that is
+    /// already final is left as it is.
+    async fn fail(self: &Arc<Self>, job_id: &str, reason: &str) {
+        let note = format!("\n[enac-cd] {reason}\n");
+        match self
+            .update(job_id, JobStatus::Error, Some(OutputChange::Append(note)))
+            .await
+        {
+            Ok(Ok(())) => warn!(job_id, reason, "job failed"),
+            Ok(Err(_)) => {}
+            Err(error) => error!(job_id, %error, "cannot record job failure"),
+        }
+    }
+
+    fn spawn_launch(self: &Arc<Self>, job: Job) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.launch(job).await });
+    }
+
+    fn spec_for(&self, job: &Job) -> LaunchSpec {
+        let args = if job.inventory == self.config.self_inventory {
+            vec!["announce-apps".to_owned()]
+        } else {
+            vec![
+                "app-deploy".to_owned(),
+                job.inventory.clone(),
+                job.id.clone(),
+            ]
+        };
+        let mut env = vec![
+            ("CD_JOB_ID".to_owned(), job.id.clone()),
+            ("CD_DEPLOYMENT_ID".to_owned(), job.deployment_id.clone()),
+            ("CD_INVENTORY".to_owned(), job.inventory.clone()),
+            (
+                "CD_CALLBACK_URL".to_owned(),
+                format!("{}/set-job-status/", self.config.public_url),
+            ),
+        ];
+        if let Some(cd_env) = &self.config.cd_env {
+            env.push(("CD_ENV".to_owned(), cd_env.clone()));
+        }
+        // Good for this job until it times out; the store refuses it once final.
+        let lifetime = self.config.job_timeout + Duration::from_secs(60);
+        LaunchSpec {
+            job_id: job.id.clone(),
+            deployment_id: job.deployment_id.clone(),
+            inventory: job.inventory.clone(),
+            args,
+            env,
+            callback_token: self
+                .tokens
+                .issue(TokenKind::Callback, &job.id, lifetime)
+                .into(),
+        }
+    }
+
+    async fn launch(self: Arc<Self>, job: Job) {
+        match self
+            .store
+            .claim_launch(&job.id, &self.config.instance)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(error) => {
+                error!(job_id = %job.id, %error, "cannot claim job launch");
+                return;
+            }
+        }
+        let spec = self.spec_for(&job);
+        let record = match self.launcher.launch(&spec).await {
+            Ok(record) => record,
+            Err(error) => {
+                self.fail(&job.id, &format!("launch failed: {error}")).await;
+                return;
+            }
+        };
+        if let Err(error) = self.store.record_launch(&job.id, &record).await {
+            error!(job_id = %job.id, %error, "cannot record job launch");
+        }
+        info!(job_id = %job.id, inventory = %job.inventory, "job launched");
+        let started_at = job.started_at.unwrap_or(job.created_at);
+        self.watch(job.id, started_at, record).await;
+    }
+
+    /// Follows a launched program until it exits or its job times out.
+    async fn watch(self: &Arc<Self>, job_id: String, started_at: i64, record: LaunchRecord) {
+        if !self.lock_watched().insert(job_id.clone()) {
+            return;
+        }
+        let wait = self.launcher.wait(&record);
+        tokio::pin!(wait);
+        tokio::select! {
+            report = &mut wait => self.end_from_exit(&job_id, report).await,
+            _ = tokio::time::sleep(self.time_left(started_at)) => {
+                if let Err(error) = self.launcher.stop(&record).await {
+                    warn!(job_id, %error, "cannot stop timed-out program");
+                }
+                self.fail(&job_id, &self.timed_out()).await;
+                let _ = tokio::time::timeout(STOP_WAIT, wait).await;
+            }
+        }
+        self.launcher.cleanup(&record).await;
+        self.lock_watched().remove(&job_id);
+    }
+
+    fn lock_watched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.watched
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn time_left(&self, started_at: i64) -> Duration {
+        let deadline = started_at + self.config.job_timeout.as_millis() as i64;
+        Duration::from_millis((deadline - now_ms()).max(0) as u64)
+    }
+
+    fn timed_out(&self) -> String {
+        format!(
+            "timed out after {}",
+            crate::config::units::format_duration(self.config.job_timeout)
+        )
+    }
+
+    async fn end_from_exit(
+        self: &Arc<Self>,
+        job_id: &str,
+        report: Result<ExitReport, LaunchError>,
+    ) {
+        let report = match report {
+            Ok(report) => report,
+            Err(error) => return self.fail(job_id, &format!("lost: {error}")).await,
+        };
+        let (status, summary) = match report.exit {
+            Exit::Code(0) => (JobStatus::Success, "program exited with code 0".to_owned()),
+            Exit::Code(code) => (JobStatus::Error, format!("program exited with code {code}")),
+            Exit::Signal(signal) => (
+                JobStatus::Error,
+                format!("program killed by signal {signal}"),
+            ),
+            Exit::Unknown => (
+                JobStatus::Error,
+                "program ended without a final status (exit code unknown)".to_owned(),
+            ),
+        };
+        let mut note = format!("\n[enac-cd] {summary}");
+        if !report.tail.is_empty() {
+            note.push_str("; last output lines:\n");
+            note.push_str(&report.tail);
+        } else {
+            note.push('\n');
+        }
+        match self
+            .update(job_id, status, Some(OutputChange::Append(note)))
+            .await
+        {
+            Ok(Ok(())) => info!(job_id, %status, summary, "job ended by program exit"),
+            Ok(Err(_)) => {}
+            Err(error) => error!(job_id, %error, "cannot record program exit"),
+        }
+    }
+
+    /// At start-up: finds every open job's program again and follows it,
+    /// finishes those whose program is gone, launches what was never launched.
+    pub async fn reconcile(self: &Arc<Self>) -> Result<(), StoreError> {
+        for job in self.store.open_jobs().await? {
+            match (&job.launch, job.status) {
+                (_, JobStatus::Queued) => self.promote(&job.inventory).await,
+                (Some(record), _) if self.launcher.owns(record) => {
+                    self.adopt(job.clone(), record.clone()).await
+                }
+                (None, _) if job.launch_claim.is_none() => self.spawn_launch(job),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn adopt(self: &Arc<Self>, job: Job, record: LaunchRecord) {
+        match self.launcher.find(&record).await {
+            Ok(Presence::Running) => {
+                info!(job_id = %job.id, "following job again after restart");
+                let this = Arc::clone(self);
+                let started_at = job.started_at.unwrap_or(job.created_at);
+                tokio::spawn(async move { this.watch(job.id, started_at, record).await });
+            }
+            Ok(Presence::Exited(report)) => {
+                self.end_from_exit(&job.id, Ok(report)).await;
+                self.launcher.cleanup(&record).await;
+            }
+            Ok(Presence::Missing) => {
+                self.fail(&job.id, "lost: program not found after restart")
+                    .await
+            }
+            Err(error) => warn!(job_id = %job.id, %error, "cannot find job program"),
+        }
+    }
+
+    async fn promote(self: &Arc<Self>, inventory: &str) {
+        match self.store.promote_queued(inventory).await {
+            Ok(Some(job)) => self.spawn_launch(job),
+            Ok(None) => {}
+            Err(error) => warn!(inventory, %error, "cannot promote queued job"),
+        }
+    }
+
+    /// One pass over open jobs that no watcher here follows.
+    async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
+        let grace = SWEEP_GRACE.as_millis() as i64;
+        let timeout = self.config.job_timeout.as_millis() as i64;
+        for job in self.store.open_jobs().await? {
+            if self.lock_watched().contains(&job.id) {
+                continue;
+            }
+            match job.status {
+                JobStatus::Queued => self.promote(&job.inventory).await,
+                _ => {
+                    let started_at = job.started_at.unwrap_or(job.created_at);
+                    if now_ms() > started_at + timeout + grace {
+                        if let Some(record) = job.launch.as_ref().filter(|r| self.launcher.owns(r))
+                        {
+                            let _ = self.launcher.stop(record).await;
+                        }
+                        self.fail(&job.id, &self.timed_out()).await;
+                    } else if job.launch.is_none() && job.launch_claim.is_none() {
+                        self.spawn_launch(job);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs [`Lifecycle::sweep`] every few seconds for the life of the service.
+    pub fn spawn_sweeper(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(SWEEP_EVERY);
+            ticker.tick().await;
+            loop {
+                ticker.tick().await;
+                if let Err(error) = this.sweep().await {
+                    warn!(%error, "job sweep failed");
+                }
+            }
+        });
+    }
+}

@@ -1,0 +1,93 @@
+//! Running the ansible program: one trait, one file per backend.
+
+pub mod process;
+
+use async_trait::async_trait;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+pub use process::ProcessLauncher;
+
+/// Everything a backend needs to start one job's program.
+#[derive(Debug)]
+pub struct LaunchSpec {
+    pub job_id: String,
+    pub deployment_id: String,
+    pub inventory: String,
+    /// `app-deploy <inventory> <job_id>` or `announce-apps`.
+    pub args: Vec<String>,
+    /// Plain environment (`CD_ENV`, `CD_JOB_ID`, …), without the token.
+    pub env: Vec<(String, String)>,
+    /// Passed as `CD_CALLBACK_TOKEN`; kept apart so `Debug` cannot show it.
+    pub callback_token: SecretString,
+}
+
+/// What was recorded at launch, so a restarted service can find the program again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LaunchRecord {
+    Process {
+        host: String,
+        pid: u32,
+        /// Start time in clock ticks since boot (`/proc/<pid>/stat`), which
+        /// tells a reused pid from ours.
+        start_ticks: u64,
+        /// File receiving the program's stdout and stderr.
+        log: std::path::PathBuf,
+    },
+    Docker {
+        container_id: String,
+    },
+}
+
+/// How a program ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+    /// Gone while no one could read its exit status (e.g. across a restart).
+    Unknown,
+}
+
+/// An ended program and the last lines it printed.
+#[derive(Clone, Debug)]
+pub struct ExitReport {
+    pub exit: Exit,
+    pub tail: String,
+}
+
+/// What a restarted service finds of a program launched before.
+#[derive(Clone, Debug)]
+pub enum Presence {
+    Running,
+    Exited(ExitReport),
+    Missing,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot start {program}: {reason}")]
+    Start { program: String, reason: String },
+    #[error("launcher unavailable: {0}")]
+    Unavailable(String),
+    #[error("launch record belongs to another launcher")]
+    Foreign,
+}
+
+#[async_trait]
+pub trait Launcher: Send + Sync + 'static {
+    /// Starts the program; it must outlive this service if the service dies.
+    async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchRecord, LaunchError>;
+    /// Waits for the program to end.
+    async fn wait(&self, record: &LaunchRecord) -> Result<ExitReport, LaunchError>;
+    /// Stops the program (timeout); `wait` then returns.
+    async fn stop(&self, record: &LaunchRecord) -> Result<(), LaunchError>;
+    /// Finds a program launched before a restart.
+    async fn find(&self, record: &LaunchRecord) -> Result<Presence, LaunchError>;
+    /// Frees what the program left once its job is done with it.
+    async fn cleanup(&self, record: &LaunchRecord);
+    /// Whether this launcher can see the recorded program (same host, same kind).
+    fn owns(&self, record: &LaunchRecord) -> bool;
+    /// Ready to launch (for `/readyz`).
+    async fn ping(&self) -> Result<(), LaunchError>;
+}

@@ -1,0 +1,226 @@
+//! enac-cd: a continuous-deployment broker. CI runners ask it to deploy an
+//! app; it authenticates them, keeps one job per inventory, launches the
+//! ansible program and serves the job's status and output.
+
+pub mod apps;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod http;
+pub mod jobs;
+pub mod launch;
+pub mod metrics;
+pub mod store;
+pub mod telemetry;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use tokio::net::TcpListener;
+
+use crate::config::{LauncherKind, Settings};
+pub use crate::http::AppState;
+use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
+use crate::launch::{Launcher, ProcessLauncher};
+use crate::metrics::Metrics;
+use crate::store::{JobLimits, RedisStore, Store};
+
+/// The router of the whole service.
+pub fn app(state: AppState) -> Router {
+    http::router(state)
+}
+
+/// Why `serve` could not start; the message names the setting at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Settings(#[from] config::SettingsError),
+    #[error("{setting}: {reason}")]
+    Unreachable {
+        setting: &'static str,
+        reason: String,
+    },
+}
+
+async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+    let limits = JobLimits {
+        lock_ttl_ms: settings.lock_ttl().as_millis() as i64,
+        job_ttl_ms: settings.job_ttl.as_millis() as i64,
+        // A queued job may wait one timeout, then run for another.
+        open_ttl_ms: (settings.job_timeout * 2 + settings.job_ttl).as_millis() as i64,
+        max_output: settings.max_output,
+    };
+    let Some(url) = &settings.redis_url else {
+        return Err(StartError::Unreachable {
+            setting: "CD_REDIS_URL",
+            reason: "required in this build".into(),
+        });
+    };
+    // Redis may come up just after us (compose): a few tries before giving up.
+    let mut last_error = String::new();
+    for attempt in 0..5 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        match RedisStore::connect(url, &settings.redis_prefix, limits).await {
+            Ok(store) => return Ok(Arc::new(store)),
+            Err(error) => last_error = error.to_string(),
+        }
+    }
+    Err(StartError::Unreachable {
+        setting: "CD_REDIS_URL",
+        reason: format!("cannot reach Redis ({last_error})"),
+    })
+}
+
+async fn signing_key(settings: &Settings, store: &dyn Store) -> Result<Vec<u8>, StartError> {
+    if let Some(key) = &settings.signing_key {
+        return Ok(key.expose_secret().as_bytes().to_vec());
+    }
+    let mut proposed = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut proposed);
+    let kept = store
+        .signing_key(&hex::encode(proposed))
+        .await
+        .map_err(|error| StartError::Unreachable {
+            setting: "CD_REDIS_URL",
+            reason: error.to_string(),
+        })?;
+    Ok(kept.into_bytes())
+}
+
+fn launcher(settings: &Settings) -> Result<Arc<dyn Launcher>, StartError> {
+    match (settings.launcher, &settings.process_command) {
+        (LauncherKind::Process, Some(program)) => Ok(Arc::new(ProcessLauncher::new(
+            program.clone(),
+            &settings.data_dir,
+        ))),
+        _ => Err(config::SettingsError {
+            setting: "CD_LAUNCHER",
+            reason: "no usable launcher".into(),
+        }
+        .into()),
+    }
+}
+
+async fn load_apps_file(settings: &Settings, store: &dyn Store) -> Result<(), StartError> {
+    let Some(path) = &settings.apps_file else {
+        return Ok(());
+    };
+    let bad = |reason: String| config::SettingsError {
+        setting: "CD_APPS_FILE",
+        reason,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| bad(format!("cannot read `{}`: {error}", path.display())))?;
+    let list: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|error| bad(format!("`{}` is not JSON: {error}", path.display())))?;
+    let apps = apps::parse_apps(&list).map_err(|problems| {
+        let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        bad(format!("`{}`: {}", path.display(), listed.join("; ")))
+    })?;
+    store
+        .replace_apps(&apps)
+        .await
+        .map_err(|error| StartError::Unreachable {
+            setting: "CD_REDIS_URL",
+            reason: error.to_string(),
+        })?;
+    tracing::info!(count = apps.len(), file = %path.display(), "apps loaded");
+    Ok(())
+}
+
+/// Builds the state from validated settings: store, signing key, launcher,
+/// lifecycle, apps file. Reconciles open jobs and starts the sweeper.
+pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
+    settings.validate()?;
+    let store = open_store(settings).await?;
+    let key = signing_key(settings, store.as_ref()).await?;
+    let launcher = launcher(settings)?;
+    load_apps_file(settings, store.as_ref()).await?;
+    let metrics = Metrics::new();
+    let lifecycle = Lifecycle::new(
+        Arc::clone(&store),
+        Arc::clone(&launcher),
+        TokenSigner::new(&key),
+        LifecycleConfig {
+            public_url: settings.public_url(),
+            cd_env: settings.cd_env.clone(),
+            self_inventory: settings.self_inventory.clone(),
+            job_timeout: settings.job_timeout,
+            job_ttl: settings.job_ttl,
+            instance: ulid::Ulid::new().to_string(),
+        },
+        metrics.clone(),
+    );
+    if let Err(error) = lifecycle.reconcile().await {
+        tracing::error!(%error, "reconciliation failed; the sweeper will retry");
+    }
+    lifecycle.spawn_sweeper();
+    Ok(AppState {
+        store,
+        launcher,
+        lifecycle,
+        metrics,
+        admin_token: settings.admin_token.clone().map(Arc::new),
+        on_busy: settings.on_busy,
+        max_output: settings.max_output,
+    })
+}
+
+/// Serves until `shutdown` resolves, then drains in-flight requests.
+/// Running jobs are left to the next start's reconciliation.
+pub async fn serve_until(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves until SIGTERM or Ctrl-C.
+pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
+    serve_until(listener, state, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let terminate = async {
+        match signal(SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    tracing::info!("shutting down: draining requests; running jobs continue");
+}
+
+/// `enac-cd serve`: build, bind, serve.
+pub async fn run(settings: Settings) -> Result<(), StartError> {
+    let state = build_state(&settings).await?;
+    let listener =
+        TcpListener::bind(settings.listen)
+            .await
+            .map_err(|error| config::SettingsError {
+                setting: "CD_LISTEN",
+                reason: format!("cannot listen on {}: {error}", settings.listen),
+            })?;
+    tracing::info!(listen = %settings.listen, "enac-cd serving");
+    serve(listener, state)
+        .await
+        .map_err(|error| StartError::Unreachable {
+            setting: "CD_LISTEN",
+            reason: error.to_string(),
+        })
+}

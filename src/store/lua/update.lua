@@ -1,0 +1,34 @@
+-- KEYS: job, open set
+-- ARGV: job id, new status, allowed sources (",a,b,"), output mode
+--       (none|replace|append), output text, max output bytes, truncation marker,
+--       now ms, is final (1|0), job ttl ms, lock ttl ms, key prefix
+local current = redis.call('HGET', KEYS[1], 'status')
+if not current then return {'not_found'} end
+if not string.find(ARGV[3], ',' .. current .. ',', 1, true) then
+  return {'refused', current}
+end
+if ARGV[4] ~= 'none' then
+  local output = ARGV[5]
+  if ARGV[4] == 'append' then
+    output = (redis.call('HGET', KEYS[1], 'output') or '') .. output
+  end
+  local max = tonumber(ARGV[6])
+  if #output > max then
+    -- the newest bytes win; the marker says older ones were dropped
+    output = ARGV[7] .. string.sub(output, #output - (max - #ARGV[7]) + 1)
+  end
+  redis.call('HSET', KEYS[1], 'output', output)
+end
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[8])
+if ARGV[9] ~= '1' then return {'applied', ''} end
+
+redis.call('HSET', KEYS[1], 'finished_at', ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[10])
+redis.call('SREM', KEYS[2], ARGV[1])
+local inventory = redis.call('HGET', KEYS[1], 'inventory')
+local lock = ARGV[12] .. 'lock:' .. inventory
+-- compare-and-delete: only the job that owns the lock releases it
+if redis.call('GET', lock) == ARGV[1] then redis.call('DEL', lock) end
+local queued_key = ARGV[12] .. 'queued:' .. inventory
+if redis.call('GET', queued_key) == ARGV[1] then redis.call('DEL', queued_key) end
+return {'applied', promote(ARGV[12], inventory, ARGV[11], ARGV[8]) or ''}

@@ -1,0 +1,483 @@
+//! The Redis backend: every multi-key change is one Lua script, so replicas
+//! sharing a server see each step whole; reads on the hot path are one
+//! pipelined round trip.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Script};
+use secrecy::{ExposeSecret, SecretString};
+
+use super::{
+    AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store, StoreError, UpdateOutcome,
+    TRUNCATION_MARKER,
+};
+use crate::auth::SecretDigest;
+use crate::config::OnBusy;
+use crate::jobs::{now_ms, Job, JobStatus, NewJob, Trigger};
+use crate::launch::LaunchRecord;
+
+const PROMOTE: &str = include_str!("lua/promote.lua");
+
+struct Scripts {
+    start: Script,
+    update: Script,
+    promote_queued: Script,
+    set_field: Script,
+}
+
+impl Scripts {
+    fn load() -> Scripts {
+        let with_promote = |body: &str| Script::new(&format!("{PROMOTE}\n{body}"));
+        Scripts {
+            start: Script::new(include_str!("lua/start.lua")),
+            update: with_promote(include_str!("lua/update.lua")),
+            promote_queued: with_promote(include_str!("lua/promote_queued.lua")),
+            set_field: Script::new(include_str!("lua/set_field.lua")),
+        }
+    }
+}
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+    prefix: String,
+    limits: JobLimits,
+    scripts: Scripts,
+}
+
+/// How an app is kept in the apps hash: never the secret, only its digest.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredApp {
+    inventory: String,
+    secret_sha256: Option<String>,
+}
+
+fn unavailable(error: redis::RedisError) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl RedisStore {
+    /// Connects; the connection then reconnects by itself after an outage.
+    pub async fn connect(
+        url: &SecretString,
+        prefix: &str,
+        limits: JobLimits,
+    ) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(url.expose_secret())
+            .map_err(|_| StoreError::Unavailable("CD_REDIS_URL is not a valid Redis URL".into()))?;
+        // Short timeouts and few retries: during an outage a request fails in
+        // about a second with a clear error instead of hanging.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Duration::from_secs(2))
+            .set_response_timeout(Duration::from_secs(2))
+            .set_number_of_retries(2)
+            .set_max_delay(500);
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .map_err(unavailable)?;
+        Ok(RedisStore {
+            connection,
+            prefix: prefix.to_owned(),
+            limits,
+            scripts: Scripts::load(),
+        })
+    }
+
+    fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    fn job_key(&self, job_id: &str) -> String {
+        format!("{}job:{job_id}", self.prefix)
+    }
+
+    fn connection(&self) -> ConnectionManager {
+        self.connection.clone()
+    }
+}
+
+fn parse_app(deployment_id: &str, raw: &str) -> Result<AppRecord, StoreError> {
+    let stored: StoredApp = serde_json::from_str(raw)
+        .map_err(|_| StoreError::Corrupt(format!("app {deployment_id}")))?;
+    let secret = match stored.secret_sha256 {
+        Some(hex) => Some(
+            SecretDigest::from_hex(&hex)
+                .ok_or_else(|| StoreError::Corrupt(format!("app {deployment_id}")))?,
+        ),
+        None => None,
+    };
+    Ok(AppRecord {
+        deployment_id: deployment_id.to_owned(),
+        inventory: stored.inventory,
+        secret,
+    })
+}
+
+/// Builds a job from its hash; `None` when the hash is empty (no such job).
+fn parse_job(
+    job_id: &str,
+    mut fields: HashMap<String, Vec<u8>>,
+) -> Result<Option<Job>, StoreError> {
+    if fields.is_empty() {
+        return Ok(None);
+    }
+    let corrupt = || StoreError::Corrupt(format!("job {job_id}"));
+    let mut text = |name: &str| {
+        fields
+            .remove(name)
+            .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
+    };
+    let number = |value: Option<String>| value.and_then(|value| value.parse::<i64>().ok());
+    let status = text("status")
+        .and_then(|s| JobStatus::parse(&s))
+        .ok_or_else(corrupt)?;
+    let trigger: Trigger = text("trigger")
+        .and_then(|raw| serde_json::from_str(&raw).ok())
+        .ok_or_else(corrupt)?;
+    let launch = match text("launch") {
+        Some(raw) => Some(serde_json::from_str::<LaunchRecord>(&raw).map_err(|_| corrupt())?),
+        None => None,
+    };
+    Ok(Some(Job {
+        id: job_id.to_owned(),
+        deployment_id: text("deployment_id").ok_or_else(corrupt)?,
+        inventory: text("inventory").ok_or_else(corrupt)?,
+        status,
+        output: text("output").unwrap_or_default(),
+        trigger,
+        created_at: number(text("created_at")).ok_or_else(corrupt)?,
+        started_at: number(text("started_at")),
+        finished_at: number(text("finished_at")),
+        launch,
+        launch_claim: text("launch_claim"),
+    }))
+}
+
+fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        redis::cmd("PING")
+            .query_async::<String>(&mut connection)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
+    }
+
+    async fn replace_apps(&self, apps: &[AppRecord]) -> Result<(), StoreError> {
+        let key = self.key("apps");
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(&key).ignore();
+        let mut entries = Vec::with_capacity(apps.len());
+        for app in apps {
+            let stored = StoredApp {
+                inventory: app.inventory.clone(),
+                secret_sha256: app.secret.map(SecretDigest::to_hex),
+            };
+            let json = serde_json::to_string(&stored)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+            entries.push((app.deployment_id.clone(), json));
+        }
+        if !entries.is_empty() {
+            pipe.hset_multiple(&key, &entries).ignore();
+        }
+        pipe.query_async::<()>(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        let raw: HashMap<String, String> = self
+            .connection()
+            .hgetall(self.key("apps"))
+            .await
+            .map_err(unavailable)?;
+        let mut apps = raw
+            .iter()
+            .map(|(id, raw)| parse_app(id, raw))
+            .collect::<Result<Vec<_>, _>>()?;
+        apps.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
+        Ok(apps)
+    }
+
+    async fn app(&self, deployment_id: &str) -> Result<Option<AppRecord>, StoreError> {
+        let raw: Option<String> = self
+            .connection()
+            .hget(self.key("apps"), deployment_id)
+            .await
+            .map_err(unavailable)?;
+        raw.map(|raw| parse_app(deployment_id, &raw)).transpose()
+    }
+
+    async fn app_and_job(
+        &self,
+        deployment_id: &str,
+        job_id: &str,
+    ) -> Result<(Option<AppRecord>, Option<Job>), StoreError> {
+        if !is_valid_id(job_id) {
+            return Ok((self.app(deployment_id).await?, None));
+        }
+        let (raw_app, fields): (Option<String>, HashMap<String, Vec<u8>>) = redis::pipe()
+            .hget(self.key("apps"), deployment_id)
+            .hgetall(self.job_key(job_id))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let app = raw_app
+            .map(|raw| parse_app(deployment_id, &raw))
+            .transpose()?;
+        Ok((app, parse_job(job_id, fields)?))
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        if !is_valid_id(job_id) {
+            return Ok(None);
+        }
+        let fields: HashMap<String, Vec<u8>> = self
+            .connection()
+            .hgetall(self.job_key(job_id))
+            .await
+            .map_err(unavailable)?;
+        parse_job(job_id, fields)
+    }
+
+    async fn start_job(&self, job: &NewJob, on_busy: OnBusy) -> Result<StartOutcome, StoreError> {
+        let trigger = serde_json::to_string(&job.trigger)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let reply: Vec<String> = self
+            .scripts
+            .start
+            .key(self.key(&format!("lock:{}", job.inventory)))
+            .key(self.key(&format!("queued:{}", job.inventory)))
+            .key(self.job_key(&job.id))
+            .key(self.key("open"))
+            .key(self.key("jobs"))
+            .arg(&job.id)
+            .arg(on_busy.as_str())
+            .arg(self.limits.lock_ttl_ms)
+            .arg(self.limits.open_ttl_ms)
+            .arg(job.created_at)
+            .arg(&job.deployment_id)
+            .arg(&job.inventory)
+            .arg(trigger)
+            .arg(&self.prefix)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let created = |status: JobStatus| Job {
+            id: job.id.clone(),
+            deployment_id: job.deployment_id.clone(),
+            inventory: job.inventory.clone(),
+            status,
+            output: String::new(),
+            trigger: job.trigger.clone(),
+            created_at: job.created_at,
+            started_at: (status == JobStatus::Starting).then_some(job.created_at),
+            finished_at: None,
+            launch: None,
+            launch_claim: None,
+        };
+        match reply.first().map(String::as_str) {
+            Some("started") => Ok(StartOutcome::Started(created(JobStatus::Starting))),
+            Some("queued") => Ok(StartOutcome::Queued(created(JobStatus::Queued))),
+            Some("busy") => Ok(StartOutcome::Busy),
+            Some("joined") => {
+                let joined_id = reply.get(1).cloned().unwrap_or_default();
+                match self.job(&joined_id).await? {
+                    Some(joined) => Ok(StartOutcome::Joined(joined)),
+                    // The joined job ended and expired in between: nothing to join.
+                    None => Ok(StartOutcome::Busy),
+                }
+            }
+            _ => Err(StoreError::Corrupt("unexpected start reply".into())),
+        }
+    }
+
+    async fn update_job(
+        &self,
+        job_id: &str,
+        update: &JobUpdate,
+    ) -> Result<UpdateOutcome, StoreError> {
+        if !is_valid_id(job_id) {
+            return Ok(UpdateOutcome::NotFound);
+        }
+        let sources: String = JobStatus::sources_of(update.status)
+            .map(|status| format!(",{status}"))
+            .collect::<String>()
+            + ",";
+        let (mode, text) = match &update.output {
+            None => ("none", ""),
+            Some(OutputChange::Replace(text)) => ("replace", text.as_str()),
+            Some(OutputChange::Append(text)) => ("append", text.as_str()),
+        };
+        let now = now_ms();
+        let reply: Vec<String> = self
+            .scripts
+            .update
+            .key(self.job_key(job_id))
+            .key(self.key("open"))
+            .arg(job_id)
+            .arg(update.status.as_str())
+            .arg(sources)
+            .arg(mode)
+            .arg(text)
+            .arg(self.limits.max_output)
+            .arg(TRUNCATION_MARKER)
+            .arg(now)
+            .arg(if update.status.is_final() { "1" } else { "0" })
+            .arg(self.limits.job_ttl_ms)
+            .arg(self.limits.lock_ttl_ms)
+            .arg(&self.prefix)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        match reply.first().map(String::as_str) {
+            Some("not_found") => Ok(UpdateOutcome::NotFound),
+            Some("refused") => {
+                let current = reply
+                    .get(1)
+                    .and_then(|status| JobStatus::parse(status))
+                    .ok_or_else(|| StoreError::Corrupt(format!("job {job_id}")))?;
+                Ok(UpdateOutcome::Refused { current })
+            }
+            Some("applied") => {
+                let promoted = match reply.get(1).map(String::as_str) {
+                    Some(id) if !id.is_empty() => self.job(id).await?.map(Box::new),
+                    _ => None,
+                };
+                Ok(UpdateOutcome::Applied { promoted })
+            }
+            _ => Err(StoreError::Corrupt("unexpected update reply".into())),
+        }
+    }
+
+    async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError> {
+        let promoted: String = self
+            .scripts
+            .promote_queued
+            .arg(&self.prefix)
+            .arg(inventory)
+            .arg(self.limits.lock_ttl_ms)
+            .arg(now_ms())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        if promoted.is_empty() {
+            return Ok(None);
+        }
+        self.job(&promoted).await
+    }
+
+    async fn claim_launch(&self, job_id: &str, claimant: &str) -> Result<bool, StoreError> {
+        let set: i64 = self
+            .scripts
+            .set_field
+            .key(self.job_key(job_id))
+            .arg("launch_claim")
+            .arg(claimant)
+            .arg("1")
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(set == 1)
+    }
+
+    async fn record_launch(&self, job_id: &str, record: &LaunchRecord) -> Result<(), StoreError> {
+        let json = serde_json::to_string(record)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let _: i64 = self
+            .scripts
+            .set_field
+            .key(self.job_key(job_id))
+            .arg("launch")
+            .arg(json)
+            .arg("0")
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        let mut connection = self.connection();
+        let ids: Vec<String> = connection
+            .smembers(self.key("open"))
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.job_key(id));
+        }
+        let hashes: Vec<HashMap<String, Vec<u8>>> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        let mut jobs = Vec::new();
+        let mut vanished = Vec::new();
+        for (id, fields) in ids.iter().zip(hashes) {
+            match parse_job(id, fields)? {
+                Some(job) if !job.status.is_final() => jobs.push(job),
+                _ => vanished.push(id.clone()),
+            }
+        }
+        if !vanished.is_empty() {
+            let _: i64 = connection
+                .srem(self.key("open"), vanished)
+                .await
+                .map_err(unavailable)?;
+        }
+        Ok(jobs)
+    }
+
+    async fn jobs_since(&self, since_ms: i64) -> Result<Vec<(i64, JobStatus)>, StoreError> {
+        let mut connection = self.connection();
+        let index = self.key("jobs");
+        let forgotten_before = now_ms() - self.limits.job_ttl_ms - self.limits.open_ttl_ms;
+        let (ids,): (Vec<String>,) = redis::pipe()
+            .zrembyscore(&index, "-inf", forgotten_before)
+            .ignore()
+            .zrangebyscore(&index, since_ms, "+inf")
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hget(self.job_key(id), &["created_at", "status"]);
+        }
+        let rows: Vec<(Option<i64>, Option<String>)> = pipe
+            .query_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(created, status)| Some((created?, JobStatus::parse(&status?)?)))
+            .collect())
+    }
+
+    async fn signing_key(&self, proposed: &str) -> Result<String, StoreError> {
+        let key = self.key("signing-key");
+        let (_, kept): (Option<String>, String) = redis::pipe()
+            .cmd("SET")
+            .arg(&key)
+            .arg(proposed)
+            .arg("NX")
+            .cmd("GET")
+            .arg(&key)
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(kept)
+    }
+}

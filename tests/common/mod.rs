@@ -1,0 +1,301 @@
+//! Shared test harness: a real `redis-server` on a free port, the service on
+//! port 0 (in-process or as its binary), the fake ansible program, polling
+//! with deadlines.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use enac_cd::config::Settings;
+use serde_json::{json, Value};
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const SECRET: &str = "secret-of-app-one-0123";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free port on 127.0.0.1")
+}
+
+pub fn fake_ansible() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake-ansible")
+}
+
+/// Polls `check` until it yields a value or `deadline` passes.
+pub async fn eventually<T, F, Fut>(what: &str, deadline: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let until = Instant::now() + deadline;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < until, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A real `redis-server` on a free loopback port, stopped (by PID) on drop.
+pub struct RedisServer {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let mut server = RedisServer {
+            port: free_port(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Starts (again) on the same port.
+    pub fn restart(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| {
+                panic!(
+                    "\n\n*** redis-server cannot be started ({error}).\n*** These tests need a real Redis: \
+                     `apt-get install redis-server` (.ci/run installs it).\n\n"
+                )
+            });
+        self.child = Some(child);
+        let until = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < until, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).expect("redis url")
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Settings as `serve` would parse them from flags.
+#[derive(Parser)]
+struct SettingsParser {
+    #[command(flatten)]
+    settings: Settings,
+}
+
+pub fn settings(redis: &RedisServer, extra: &[&str], data_dir: &std::path::Path) -> Settings {
+    let mut args = vec![
+        "serve".to_owned(),
+        format!("--redis-url={}", redis.url()),
+        "--launcher=process".to_owned(),
+        format!("--process-command={}", fake_ansible().display()),
+        format!("--admin-token={ADMIN_TOKEN}"),
+        format!("--data-dir={}", data_dir.display()),
+        "--env=test".to_owned(),
+    ];
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    SettingsParser::try_parse_from(args)
+        .expect("test settings parse")
+        .settings
+}
+
+/// The service running in this test process on a free port.
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    pub state: enac_cd::AppState,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    _data_dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn(redis: &RedisServer, extra: &[&str]) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let mut args = vec![format!("--public-url=http://{addr}")];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let settings = settings(redis, &args, data_dir.path());
+        let state = enac_cd::build_state(&settings).await.expect("state builds");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let served = state.clone();
+        tokio::spawn(async move {
+            let _ = enac_cd::serve_until(listener, served, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            state,
+            shutdown: Some(tx),
+            _data_dir: data_dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        read(response).await
+    }
+
+    pub async fn admin_post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(body)
+            .send()
+            .await
+            .expect("request sent");
+        read(response).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("request sent");
+        read(response).await
+    }
+
+    /// Registers one app per `(deployment_id, inventory)` with [`SECRET`].
+    pub async fn set_apps(&self, apps: &[(&str, &str)]) {
+        let list: Vec<Value> = apps
+            .iter()
+            .map(|(id, inventory)| {
+                json!({"deployment_id": id, "inventory": inventory, "deployment_secret": SECRET})
+            })
+            .collect();
+        let (status, body) = self.admin_post("/set-available-apps/", &json!(list)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    pub async fn deploy(&self, deployment_id: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/app-deploy/",
+                &json!({"deployment_id": deployment_id, "deployment_secret": SECRET}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn status(&self, deployment_id: &str, job_id: &str) -> Value {
+        let (status, body) = self
+            .post(
+                "/job-status/",
+                &json!({"deployment_id": deployment_id, "deployment_secret": SECRET, "job_id": job_id}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// Polls `/job-status/` until the job is final; returns the last answer.
+    pub async fn wait_final(&self, deployment_id: &str, job_id: &str, deadline: Duration) -> Value {
+        eventually(&format!("job {job_id} to end"), deadline, || async {
+            let body = self.status(deployment_id, job_id).await;
+            matches!(body["status"].as_str(), Some("success" | "error")).then_some(body)
+        })
+        .await
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body read");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The `enac-cd` binary running as its own process, stopped on drop.
+pub struct ServiceProcess {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl ServiceProcess {
+    pub fn start(envs: &[(&str, String)], addr: SocketAddr) -> ServiceProcess {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
+        command.arg("serve").env("CD_LISTEN", addr.to_string());
+        for (name, value) in envs {
+            command.env(name, value);
+        }
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("enac-cd binary starts");
+        let service = ServiceProcess { child, addr };
+        let until = Instant::now() + Duration::from_secs(20);
+        while TcpStream::connect(addr).is_err() {
+            assert!(Instant::now() < until, "enac-cd did not start listening");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        service
+    }
+
+    pub fn kill_hard(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        self.kill_hard();
+    }
+}
