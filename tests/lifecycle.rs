@@ -21,7 +21,9 @@ async fn a_deployment_runs_to_success_with_its_output() {
     assert_eq!(started["output"], "");
     let job_id = started["job_id"].as_str().expect("job id");
     assert_eq!(job_id.len(), 26, "a ULID: {job_id}");
-    assert!(started["status_token"].as_str().is_some_and(|t| !t.is_empty()));
+    assert!(started["status_token"]
+        .as_str()
+        .is_some_and(|t| !t.is_empty()));
 
     let done = app.wait_final("app-one", job_id, DEADLINE).await;
     assert_eq!(done["status"], "success");
@@ -35,7 +37,10 @@ async fn a_reported_error_ends_the_job_error_and_frees_the_inventory() {
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-fail", "fail-one")]).await;
 
-    let job_id = app.deploy("app-fail").await["job_id"].as_str().expect("job id").to_owned();
+    let job_id = app.deploy("app-fail").await["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
     let done = app.wait_final("app-fail", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "error");
     assert_eq!(done["output"], "step 1\nboom\n");
@@ -51,7 +56,10 @@ async fn a_program_that_exits_nonzero_without_callback_ends_error_with_its_last_
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-x", "exit-fail")]).await;
 
-    let job_id = app.deploy("app-x").await["job_id"].as_str().expect("job id").to_owned();
+    let job_id = app.deploy("app-x").await["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
     let done = app.wait_final("app-x", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "error");
     let output = done["output"].as_str().expect("output");
@@ -69,10 +77,16 @@ async fn a_program_that_exits_zero_without_callback_ends_success() {
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-x", "exit-ok")]).await;
 
-    let job_id = app.deploy("app-x").await["job_id"].as_str().expect("job id").to_owned();
+    let job_id = app.deploy("app-x").await["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
     let done = app.wait_final("app-x", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "success");
-    assert!(done["output"].as_str().expect("output").contains("last words of success"));
+    assert!(done["output"]
+        .as_str()
+        .expect("output")
+        .contains("last words of success"));
 }
 
 #[tokio::test]
@@ -81,7 +95,10 @@ async fn a_job_past_its_timeout_is_killed_and_ends_error() {
     let app = TestApp::spawn(&redis, &["--job-timeout=2s"]).await;
     app.set_apps(&[("app-hang", "hang")]).await;
 
-    let job_id = app.deploy("app-hang").await["job_id"].as_str().expect("job id").to_owned();
+    let job_id = app.deploy("app-hang").await["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
     let done = app.wait_final("app-hang", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "error");
     let output = done["output"].as_str().expect("output");
@@ -89,7 +106,13 @@ async fn a_job_past_its_timeout_is_killed_and_ends_error() {
     assert!(output.contains("timed out after 2s"), "{output}");
 
     // The program is gone: its pid no longer runs the fake ansible.
-    let job = app.state.store.job(&job_id).await.expect("store").expect("job");
+    let job = app
+        .state
+        .store
+        .job(&job_id)
+        .await
+        .expect("store")
+        .expect("job");
     let Some(enac_cd::launch::LaunchRecord::Process { pid, .. }) = job.launch else {
         panic!("no launch record on {job:?}");
     };
@@ -111,7 +134,8 @@ async fn a_job_past_its_timeout_is_killed_and_ends_error() {
 async fn a_busy_inventory_rejects_by_default_across_apps_sharing_it() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis, &[]).await;
-    app.set_apps(&[("app-a", "sleep-2-shared"), ("app-b", "sleep-2-shared")]).await;
+    app.set_apps(&[("app-a", "sleep-2-shared"), ("app-b", "sleep-2-shared")])
+        .await;
 
     let first = app.deploy("app-a").await;
     assert_eq!(first["status"], "starting");
@@ -142,14 +166,18 @@ async fn join_answers_with_the_running_job() {
         "{joined}"
     );
     assert!(joined["output"].is_string());
-    assert_eq!(app.wait_final("app-a", job_id, DEADLINE).await["status"], "success");
+    assert_eq!(
+        app.wait_final("app-a", job_id, DEADLINE).await["status"],
+        "success"
+    );
 }
 
 #[tokio::test]
 async fn queue_keeps_one_queued_job_that_starts_when_the_running_one_ends() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis, &["--on-busy=queue"]).await;
-    app.set_apps(&[("app-a", "sleep-1-queue"), ("app-b", "sleep-1-queue")]).await;
+    app.set_apps(&[("app-a", "sleep-1-queue"), ("app-b", "sleep-1-queue")])
+        .await;
 
     let running = app.deploy("app-a").await;
     let running_id = running["job_id"].as_str().expect("job id").to_owned();
@@ -164,7 +192,10 @@ async fn queue_keeps_one_queued_job_that_starts_when_the_running_one_ends() {
         assert_eq!(later["status"], "queued");
     }
 
-    assert_eq!(app.wait_final("app-a", &running_id, DEADLINE).await["status"], "success");
+    assert_eq!(
+        app.wait_final("app-a", &running_id, DEADLINE).await["status"],
+        "success"
+    );
     let done = app.wait_final("app-b", &queued_id, DEADLINE).await;
     assert_eq!(done["status"], "success", "{done}");
 
@@ -184,7 +215,10 @@ async fn a_queued_job_also_starts_when_the_running_one_fails() {
     if second["status"] == "queued" {
         let done = app.wait_final("app-a", second_id, DEADLINE).await;
         assert_eq!(done["status"], "error");
-        assert!(done["output"].as_str().expect("output").contains("exited with code 3"));
+        assert!(done["output"]
+            .as_str()
+            .expect("output")
+            .contains("exited with code 3"));
     } else {
         // The first job ended before the second request: it started at once.
         assert_eq!(second["status"], "starting", "{first} {second}");
@@ -197,7 +231,10 @@ async fn the_self_inventory_runs_announce_apps() {
     let app = TestApp::spawn(&redis, &["--self-inventory=ok-self"]).await;
     app.set_apps(&[("cd-runner", "ok-self")]).await;
 
-    let job_id = app.deploy("cd-runner").await["job_id"].as_str().expect("job id").to_owned();
+    let job_id = app.deploy("cd-runner").await["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
     let done = app.wait_final("cd-runner", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "success");
     assert_eq!(done["output"], "announced\n");
