@@ -299,3 +299,31 @@ impl Drop for ServiceProcess {
         self.kill_hard();
     }
 }
+
+/// The environment of `enac-cd serve` run as its own process (every value a
+/// contract setting): real Redis, the process launcher running the fake
+/// ansible, data and job logs in `data_dir`.
+pub fn serve_env(redis: &RedisServer, data_dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    vec![
+        ("CD_REDIS_URL", redis.url()),
+        ("CD_LAUNCHER", "process".to_owned()),
+        ("CD_PROCESS_COMMAND", fake_ansible().display().to_string()),
+        ("CD_DATA_DIR", data_dir.display().to_string()),
+        ("CD_ADMIN_TOKEN", ADMIN_TOKEN.to_owned()),
+        ("CD_ENV", "test".to_owned()),
+    ]
+}
+
+/// Writes a `CD_APPS_FILE` in `dir` with one app per `(deployment_id,
+/// inventory)`, each with [`SECRET`]; returns its path.
+pub fn write_apps_file(dir: &std::path::Path, apps: &[(&str, &str)]) -> PathBuf {
+    let list: Vec<Value> = apps
+        .iter()
+        .map(|(id, inventory)| {
+            json!({"deployment_id": id, "inventory": inventory, "deployment_secret": SECRET})
+        })
+        .collect();
+    let path = dir.join("apps.json");
+    std::fs::write(&path, Value::Array(list).to_string()).expect("apps file written");
+    path
+}

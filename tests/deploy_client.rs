@@ -1,0 +1,255 @@
+//! `enac-cd deploy`, the real binary, against a real service: the exit codes
+//! and the output a CI job relies on (contract §9).
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{free_port, serve_env, write_apps_file, RedisServer, ServiceProcess, TestApp, SECRET};
+use enac_cd::jobs::JobStatus;
+use tokio::process::Command;
+
+/// Longest any client run may take before the test gives up on it.
+const CLIENT_DEADLINE: Duration = Duration::from_secs(60);
+
+struct ClientRun {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+impl ClientRun {
+    fn of(output: Output, elapsed: Duration) -> ClientRun {
+        ClientRun {
+            code: output.status.code(),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            elapsed,
+        }
+    }
+
+    fn occurrences(&self, text: &str) -> usize {
+        self.stdout.matches(text).count()
+    }
+
+    /// The job id the client announces (`-> Job <id>`).
+    fn job_id(&self) -> &str {
+        self.stdout
+            .lines()
+            .find_map(|line| line.strip_prefix("-> Job "))
+            .map(str::trim)
+            .unwrap_or_else(|| panic!("no job announced:\n{}", self.stdout))
+    }
+}
+
+impl std::fmt::Display for ClientRun {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?} after {:?}\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.elapsed, self.stdout, self.stderr
+        )
+    }
+}
+
+/// `enac-cd deploy --url URL --deployment-id ID --interval 1 [extra]`, with
+/// `DEPLOYMENT_SECRET` set to `secret` (or unset).
+fn client(url: &str, deployment_id: &str, secret: Option<&str>, extra: &[&str]) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
+    command
+        .args(["deploy", "--url", url, "--deployment-id", deployment_id])
+        .args(["--interval", "1"])
+        .args(extra)
+        .env_remove("DEPLOYMENT_SECRET")
+        .env_remove("CD_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(secret) = secret {
+        command.env("DEPLOYMENT_SECRET", secret);
+    }
+    command
+}
+
+async fn run(mut command: Command) -> ClientRun {
+    let started = Instant::now();
+    let output = tokio::time::timeout(CLIENT_DEADLINE, command.output())
+        .await
+        .expect("the client ends within its deadline")
+        .expect("the client binary runs");
+    ClientRun::of(output, started.elapsed())
+}
+
+async fn run_against(app: &TestApp, deployment_id: &str, secret: Option<&str>) -> ClientRun {
+    run(client(&app.url(""), deployment_id, secret, &[])).await
+}
+
+/// Jobs the service counts over the last hour, whatever their status.
+async fn jobs_in_last_hour(app: &TestApp) -> u64 {
+    let (status, body) = app.admin_get("/load/?periods=1_hour:3600").await;
+    assert_eq!(status, 200, "{body}");
+    body["load"]["1_hour"]
+        .as_object()
+        .unwrap_or_else(|| panic!("no 1_hour load in {body}"))
+        .values()
+        .map(|count| count.as_u64().expect("counts are numbers"))
+        .sum()
+}
+
+#[tokio::test]
+async fn a_successful_job_exits_0_and_prints_its_output_once() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    app.set_apps(&[("app-one", "ok-one")]).await;
+
+    let outcome = run_against(&app, "app-one", Some(SECRET)).await;
+
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(outcome.occurrences("step 1"), 1, "{outcome}");
+    assert_eq!(outcome.occurrences("done"), 1, "{outcome}");
+    let job = app.status("app-one", outcome.job_id()).await;
+    assert_eq!(job["status"], "success", "{job}");
+}
+
+#[tokio::test]
+async fn output_that_grows_between_polls_is_printed_once() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    // Reports `sleeping`, sleeps 2 s, then appends `woke up`: polls every
+    // second see the output grow.
+    app.set_apps(&[("app-one", "sleep-2")]).await;
+
+    let outcome = run_against(&app, "app-one", Some(SECRET)).await;
+
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(outcome.occurrences("sleeping"), 1, "{outcome}");
+    assert_eq!(outcome.occurrences("woke up"), 1, "{outcome}");
+    let sleeping = outcome.stdout.find("sleeping").expect("sleeping printed");
+    let woke = outcome.stdout.find("woke up").expect("woke up printed");
+    assert!(sleeping < woke, "{outcome}");
+}
+
+#[tokio::test]
+async fn a_failed_job_exits_1_with_its_output() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    app.set_apps(&[("app-one", "fail-one")]).await;
+
+    let outcome = run_against(&app, "app-one", Some(SECRET)).await;
+
+    assert_eq!(outcome.code, Some(1), "{outcome}");
+    assert_eq!(outcome.occurrences("step 1"), 1, "{outcome}");
+    assert_eq!(outcome.occurrences("boom"), 1, "{outcome}");
+    let job = app.status("app-one", outcome.job_id()).await;
+    assert_eq!(job["status"], "error", "{job}");
+}
+
+#[tokio::test]
+async fn a_wrong_secret_exits_1_with_app_not_found_and_starts_nothing() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    app.set_apps(&[("app-one", "ok-one")]).await;
+
+    let outcome = run_against(&app, "app-one", Some("not-the-secret-of-app-one")).await;
+
+    assert_eq!(outcome.code, Some(1), "{outcome}");
+    assert!(outcome.stdout.contains("App not found"), "{outcome}");
+    assert!(!outcome.stdout.contains("-> Job"), "{outcome}");
+    assert_eq!(jobs_in_last_hour(&app).await, 0);
+}
+
+#[tokio::test]
+async fn an_unset_secret_exits_1_and_starts_nothing() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    app.set_apps(&[("app-one", "ok-one")]).await;
+
+    let outcome = run_against(&app, "app-one", None).await;
+
+    assert_eq!(outcome.code, Some(1), "{outcome}");
+    assert!(outcome.stdout.contains("DEPLOYMENT_SECRET"), "{outcome}");
+    assert_eq!(jobs_in_last_hour(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_job_longer_than_the_client_timeout_exits_2() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &["--job-timeout=30s"]).await;
+    app.set_apps(&[("app-one", "hang")]).await;
+
+    let outcome = run(client(
+        &app.url(""),
+        "app-one",
+        Some(SECRET),
+        &["--timeout", "2"],
+    ))
+    .await;
+
+    assert_eq!(outcome.code, Some(2), "{outcome}");
+    assert!(outcome.stdout.contains("Timeout"), "{outcome}");
+    assert!(outcome.stdout.contains("hanging"), "{outcome}");
+    assert!(
+        outcome.elapsed >= Duration::from_secs(2) && outcome.elapsed < Duration::from_secs(10),
+        "{outcome}"
+    );
+
+    // The client giving up does not stop the job; stop the hanging program
+    // (by its recorded pid) so that it does not outlive the test.
+    let job_id = outcome.job_id().to_owned();
+    let job = app
+        .state
+        .store
+        .job(&job_id)
+        .await
+        .expect("store answers")
+        .expect("the job exists");
+    assert_eq!(job.status, JobStatus::Running, "{job:?}");
+    let record = job.launch.expect("the job was launched");
+    app.state
+        .launcher
+        .stop(&record)
+        .await
+        .expect("the hanging program stops");
+    app.wait_final("app-one", &job_id, Duration::from_secs(15))
+        .await;
+}
+
+#[tokio::test]
+async fn the_client_retries_until_the_service_comes_up() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
+        .parse()
+        .expect("loopback address");
+    let mut envs = serve_env(&redis, data_dir.path());
+    envs.push(("CD_PUBLIC_URL", format!("http://{addr}")));
+    envs.push((
+        "CD_APPS_FILE",
+        write_apps_file(data_dir.path(), &[("app-one", "ok-one")])
+            .display()
+            .to_string(),
+    ));
+
+    let started = Instant::now();
+    let pending = client(&format!("http://{addr}"), "app-one", Some(SECRET), &[])
+        .spawn()
+        .expect("the client binary runs");
+    // Deliberate: the service comes up while the client is already retrying.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let service = tokio::task::spawn_blocking(move || ServiceProcess::start(&envs, addr))
+        .await
+        .expect("the service starts");
+    let output = tokio::time::timeout(CLIENT_DEADLINE, pending.wait_with_output())
+        .await
+        .expect("the client ends within its deadline")
+        .expect("the client's output is read");
+    let outcome = ClientRun::of(output, started.elapsed());
+
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(outcome.occurrences("step 1"), 1, "{outcome}");
+    assert_eq!(outcome.occurrences("done"), 1, "{outcome}");
+    drop(service);
+}
