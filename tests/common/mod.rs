@@ -327,3 +327,45 @@ pub fn write_apps_file(dir: &std::path::Path, apps: &[(&str, &str)]) -> PathBuf 
     std::fs::write(&path, Value::Array(list).to_string()).expect("apps file written");
     path
 }
+
+impl TestApp {
+    /// Like [`TestApp::spawn`], with the parsed settings changed by `adjust`
+    /// before the state is built (for settings a flag cannot unset).
+    pub async fn spawn_adjusted(
+        redis: &RedisServer,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let addr = listener.local_addr().expect("local addr");
+        let mut args = vec![format!("--public-url=http://{addr}")];
+        args.extend(extra.iter().map(|arg| arg.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut settings = settings(redis, &args, data_dir.path());
+        adjust(&mut settings);
+        let state = enac_cd::build_state(&settings).await.expect("state builds");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let served = state.clone();
+        tokio::spawn(async move {
+            let _ = enac_cd::serve_until(listener, served, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        TestApp {
+            addr,
+            http: reqwest::Client::new(),
+            state,
+            shutdown: Some(tx),
+            _data_dir: data_dir,
+        }
+    }
+
+    /// The service with `CD_ADMIN_TOKEN` unset: admin endpoints disabled.
+    pub async fn spawn_without_admin(redis: &RedisServer, extra: &[&str]) -> TestApp {
+        TestApp::spawn_adjusted(redis, extra, |settings| settings.admin_token = None).await
+    }
+}
