@@ -93,6 +93,7 @@ pub fn parse_apps(list: &Value) -> Result<Vec<AppRecord>, Vec<AppProblem>> {
         let named = entry
             .get("deployment_id")
             .and_then(Value::as_str)
+            .filter(|id| !id.is_empty())
             .map(str::to_owned);
         match check_entry(entry) {
             Ok(app) => {

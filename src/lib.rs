@@ -27,7 +27,10 @@ pub use crate::http::AppState;
 use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
 use crate::launch::{Launcher, ProcessLauncher};
 use crate::metrics::Metrics;
-use crate::store::{JobLimits, RedisStore, Store};
+use crate::store::{AppRecord, JobLimits, RedisStore, Store};
+
+/// How long `serve` waits for its store at start.
+const STORE_WAIT: Duration = Duration::from_secs(5);
 
 /// The router of the whole service.
 pub fn app(state: AppState) -> Router {
@@ -60,21 +63,23 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
             reason: "required in this build".into(),
         });
     };
-    // Redis may come up just after us (compose): a few tries before giving up.
-    let mut last_error = String::new();
-    for attempt in 0..5 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_secs(1)).await;
+    // Redis may come up just after us (compose): retry for a few seconds.
+    let deadline = tokio::time::Instant::now() + STORE_WAIT;
+    loop {
+        let attempt = RedisStore::connect(url, &settings.redis_prefix, limits);
+        let error = match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Ok(store)) => return Ok(Arc::new(store)),
+            Ok(Err(error)) => error.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        if tokio::time::Instant::now() + Duration::from_millis(500) >= deadline {
+            return Err(StartError::Unreachable {
+                setting: "CD_REDIS_URL",
+                reason: format!("cannot reach Redis ({error})"),
+            });
         }
-        match RedisStore::connect(url, &settings.redis_prefix, limits).await {
-            Ok(store) => return Ok(Arc::new(store)),
-            Err(error) => last_error = error.to_string(),
-        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Err(StartError::Unreachable {
-        setting: "CD_REDIS_URL",
-        reason: format!("cannot reach Redis ({last_error})"),
-    })
 }
 
 async fn signing_key(settings: &Settings, store: &dyn Store) -> Result<Vec<u8>, StartError> {
@@ -107,9 +112,10 @@ fn launcher(settings: &Settings) -> Result<Arc<dyn Launcher>, StartError> {
     }
 }
 
-async fn load_apps_file(settings: &Settings, store: &dyn Store) -> Result<(), StartError> {
+/// Reads and validates `CD_APPS_FILE` (before any store is touched).
+fn read_apps_file(settings: &Settings) -> Result<Option<Vec<AppRecord>>, StartError> {
     let Some(path) = &settings.apps_file else {
-        return Ok(());
+        return Ok(None);
     };
     let bad = |reason: String| config::SettingsError {
         setting: "CD_APPS_FILE",
@@ -123,25 +129,27 @@ async fn load_apps_file(settings: &Settings, store: &dyn Store) -> Result<(), St
         let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
         bad(format!("`{}`: {}", path.display(), listed.join("; ")))
     })?;
-    store
-        .replace_apps(&apps)
-        .await
-        .map_err(|error| StartError::Unreachable {
-            setting: "CD_REDIS_URL",
-            reason: error.to_string(),
-        })?;
-    tracing::info!(count = apps.len(), file = %path.display(), "apps loaded");
-    Ok(())
+    Ok(Some(apps))
 }
 
 /// Builds the state from validated settings: store, signing key, launcher,
 /// lifecycle, apps file. Reconciles open jobs and starts the sweeper.
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     settings.validate()?;
+    let apps = read_apps_file(settings)?;
+    let launcher = launcher(settings)?;
     let store = open_store(settings).await?;
     let key = signing_key(settings, store.as_ref()).await?;
-    let launcher = launcher(settings)?;
-    load_apps_file(settings, store.as_ref()).await?;
+    if let Some(apps) = apps {
+        store
+            .replace_apps(&apps)
+            .await
+            .map_err(|error| StartError::Unreachable {
+                setting: "CD_REDIS_URL",
+                reason: error.to_string(),
+            })?;
+        tracing::info!(count = apps.len(), "apps loaded from CD_APPS_FILE");
+    }
     let metrics = Metrics::new();
     let lifecycle = Lifecycle::new(
         Arc::clone(&store),

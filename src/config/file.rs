@@ -34,9 +34,12 @@ pub fn merge_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, SettingsE
     let command = Settings::augment_args(Command::new("serve"));
     let mut merged = Vec::new();
     for (key, value) in &table {
-        // Tables and arrays of tables (e.g. `[[issuer]]`) belong to other sections.
+        // No section is known yet: a misspelt one must not be dropped silently.
         if value.is_table() || is_array_of_tables(value) {
-            continue;
+            return Err(invalid(
+                "CD_CONFIG",
+                format!("`{}`: unknown section `[{key}]`", path.display()),
+            ));
         }
         let flag = key
             .to_ascii_lowercase()
@@ -127,7 +130,7 @@ mod tests {
     #[test]
     fn file_keys_come_before_command_line_flags() {
         let args = with_file(
-            "redis_prefix = \"from-file:\"\nCD_MAX_OUTPUT = \"2MiB\"\n[[issuer]]\nname = \"x\"\n",
+            "redis_prefix = \"from-file:\"\nCD_MAX_OUTPUT = \"2MiB\"\n",
             &["--redis-prefix=from-flag:"],
         )
         .expect("valid file");
@@ -142,6 +145,13 @@ mod tests {
         let error = with_file("no_such_setting = 1\n", &[]).expect_err("unknown key accepted");
         assert_eq!(error.setting, "CD_CONFIG");
         assert!(error.reason.contains("no_such_setting"), "{error}");
+    }
+
+    #[test]
+    fn unknown_sections_are_named() {
+        let error =
+            with_file("[isuer]\nname = \"x\"\n", &[]).expect_err("unknown section accepted");
+        assert!(error.reason.contains("[isuer]"), "{error}");
     }
 
     #[test]

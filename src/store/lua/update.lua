@@ -15,7 +15,14 @@ if ARGV[4] ~= 'none' then
   local max = tonumber(ARGV[6])
   if #output > max then
     -- the newest bytes win; the marker says older ones were dropped
-    output = ARGV[7] .. string.sub(output, #output - (max - #ARGV[7]) + 1)
+    local start = #output - (max - #ARGV[7]) + 1
+    -- never start inside a UTF-8 character: skip continuation bytes
+    while start <= #output do
+      local byte = string.byte(output, start)
+      if byte < 0x80 or byte >= 0xC0 then break end
+      start = start + 1
+    end
+    output = ARGV[7] .. string.sub(output, start)
   end
   redis.call('HSET', KEYS[1], 'output', output)
 end
