@@ -27,7 +27,7 @@ pub use crate::http::AppState;
 use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
 use crate::launch::{Launcher, ProcessLauncher};
 use crate::metrics::Metrics;
-use crate::store::{AppRecord, JobLimits, RedisStore, Store};
+use crate::store::{AppRecord, EmbeddedStore, JobLimits, RedisStore, Store};
 
 /// How long `serve` waits for its store at start.
 const STORE_WAIT: Duration = Duration::from_secs(5);
@@ -58,10 +58,14 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
         max_output: settings.max_output,
     };
     let Some(url) = &settings.redis_url else {
-        return Err(StartError::Unreachable {
-            setting: "CD_REDIS_URL",
-            reason: "required in this build".into(),
-        });
+        let path = settings.data_dir.join("enac-cd.redb");
+        return match EmbeddedStore::open(&path, limits) {
+            Ok(store) => Ok(Arc::new(store)),
+            Err(error) => Err(StartError::Unreachable {
+                setting: "CD_DATA_DIR",
+                reason: error.to_string(),
+            }),
+        };
     };
     // Redis may come up just after us (compose): retry for a few seconds.
     let deadline = tokio::time::Instant::now() + STORE_WAIT;
@@ -82,6 +86,15 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
     }
 }
 
+/// The setting naming the store, for start-up errors.
+fn store_setting(settings: &Settings) -> &'static str {
+    if settings.redis_url.is_some() {
+        "CD_REDIS_URL"
+    } else {
+        "CD_DATA_DIR"
+    }
+}
+
 async fn signing_key(settings: &Settings, store: &dyn Store) -> Result<Vec<u8>, StartError> {
     if let Some(key) = &settings.signing_key {
         return Ok(key.expose_secret().as_bytes().to_vec());
@@ -92,7 +105,7 @@ async fn signing_key(settings: &Settings, store: &dyn Store) -> Result<Vec<u8>, 
         .signing_key(&hex::encode(proposed))
         .await
         .map_err(|error| StartError::Unreachable {
-            setting: "CD_REDIS_URL",
+            setting: store_setting(settings),
             reason: error.to_string(),
         })?;
     Ok(kept.into_bytes())
@@ -145,7 +158,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
             .replace_apps(&apps)
             .await
             .map_err(|error| StartError::Unreachable {
-                setting: "CD_REDIS_URL",
+                setting: store_setting(settings),
                 reason: error.to_string(),
             })?;
         tracing::info!(count = apps.len(), "apps loaded from CD_APPS_FILE");

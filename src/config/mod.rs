@@ -82,11 +82,11 @@ pub struct Settings {
     )]
     pub listen: SocketAddr,
 
-    /// `redis://[:pass@]host:port/db`; unset = embedded store.
+    /// `redis://[:pass@]host:port/db`; unset = embedded store in `CD_DATA_DIR`.
     #[arg(long, env = "CD_REDIS_URL", value_name = "CD_REDIS_URL", value_parser = secret, hide_env_values = true)]
     pub redis_url: Option<SecretString>,
 
-    /// Embedded store location; also holds the process launcher's job logs.
+    /// Embedded store location (`enac-cd.redb`); also the process launcher's job logs.
     #[arg(
         long,
         env = "CD_DATA_DIR",
@@ -312,12 +312,6 @@ impl Settings {
                     "the docker launcher is not available in this build yet; use CD_LAUNCHER=process",
                 ));
             }
-        }
-        if self.redis_url.is_none() {
-            return Err(invalid(
-                "CD_REDIS_URL",
-                "required in this build (the embedded store is not available yet)",
-            ));
         }
         Ok(())
     }

@@ -72,7 +72,7 @@ pub struct NewJob {
 }
 
 /// One run of the ansible program for one inventory.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Job {
     pub id: String,
     pub deployment_id: String,

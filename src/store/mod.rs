@@ -2,6 +2,7 @@
 //! backend; every guarantee (atomic app replacement, one lock per inventory,
 //! at most one queued job, first final write wins) is the backend's to keep.
 
+pub mod embedded;
 pub mod redis;
 
 use async_trait::async_trait;
@@ -11,6 +12,7 @@ use crate::config::OnBusy;
 use crate::jobs::{Job, JobStatus, NewJob};
 use crate::launch::LaunchRecord;
 
+pub use self::embedded::EmbeddedStore;
 pub use self::redis::RedisStore;
 
 /// One deployable app; the secret is only ever held as a digest.
@@ -78,8 +80,61 @@ pub enum UpdateOutcome {
 pub enum StoreError {
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    #[error("{0} is in use by another enac-cd (its store file is locked)")]
+    Locked(String),
     #[error("store holds an unreadable record: {0}")]
     Corrupt(String),
+}
+
+/// How an app is kept by every backend: never the secret, only its digest.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct StoredApp {
+    inventory: String,
+    secret_sha256: Option<String>,
+}
+
+impl StoredApp {
+    pub(crate) fn of(app: &AppRecord) -> StoredApp {
+        StoredApp {
+            inventory: app.inventory.clone(),
+            secret_sha256: app.secret.map(SecretDigest::to_hex),
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> Result<String, StoreError> {
+        serde_json::to_string(self).map_err(|error| StoreError::Corrupt(error.to_string()))
+    }
+}
+
+pub(crate) fn parse_app(deployment_id: &str, raw: &str) -> Result<AppRecord, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("app {deployment_id}"));
+    let stored: StoredApp = serde_json::from_str(raw).map_err(|_| corrupt())?;
+    let secret = match stored.secret_sha256 {
+        Some(hex) => Some(SecretDigest::from_hex(&hex).ok_or_else(corrupt)?),
+        None => None,
+    };
+    Ok(AppRecord {
+        deployment_id: deployment_id.to_owned(),
+        inventory: stored.inventory,
+        secret,
+    })
+}
+
+/// Applies an output change, keeping at most `max` bytes: the newest bytes
+/// win behind [`TRUNCATION_MARKER`]. (The Redis backend does the same in Lua.)
+pub(crate) fn changed_output(current: &str, change: &OutputChange, max: usize) -> String {
+    let output = match change {
+        OutputChange::Replace(text) => text.clone(),
+        OutputChange::Append(text) => format!("{current}{text}"),
+    };
+    if output.len() <= max {
+        return output;
+    }
+    let mut start = output.len() - max.saturating_sub(TRUNCATION_MARKER.len());
+    while !output.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("{TRUNCATION_MARKER}{}", &output[start..])
 }
 
 /// Truncation marker put in front of output whose oldest bytes were dropped.

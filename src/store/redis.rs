@@ -11,10 +11,9 @@ use redis::{AsyncCommands, Script};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
-    AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store, StoreError, UpdateOutcome,
-    TRUNCATION_MARKER,
+    parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store, StoreError,
+    StoredApp, UpdateOutcome, TRUNCATION_MARKER,
 };
-use crate::auth::SecretDigest;
 use crate::config::OnBusy;
 use crate::jobs::{now_ms, Job, JobStatus, NewJob, Trigger};
 use crate::launch::LaunchRecord;
@@ -45,13 +44,6 @@ pub struct RedisStore {
     prefix: String,
     limits: JobLimits,
     scripts: Scripts,
-}
-
-/// How an app is kept in the apps hash: never the secret, only its digest.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct StoredApp {
-    inventory: String,
-    secret_sha256: Option<String>,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -96,23 +88,6 @@ impl RedisStore {
     fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
-}
-
-fn parse_app(deployment_id: &str, raw: &str) -> Result<AppRecord, StoreError> {
-    let stored: StoredApp = serde_json::from_str(raw)
-        .map_err(|_| StoreError::Corrupt(format!("app {deployment_id}")))?;
-    let secret = match stored.secret_sha256 {
-        Some(hex) => Some(
-            SecretDigest::from_hex(&hex)
-                .ok_or_else(|| StoreError::Corrupt(format!("app {deployment_id}")))?,
-        ),
-        None => None,
-    };
-    Ok(AppRecord {
-        deployment_id: deployment_id.to_owned(),
-        inventory: stored.inventory,
-        secret,
-    })
 }
 
 /// Builds a job from its hash; `None` when the hash is empty (no such job).
@@ -176,13 +151,7 @@ impl Store for RedisStore {
         pipe.atomic().del(&key).ignore();
         let mut entries = Vec::with_capacity(apps.len());
         for app in apps {
-            let stored = StoredApp {
-                inventory: app.inventory.clone(),
-                secret_sha256: app.secret.map(SecretDigest::to_hex),
-            };
-            let json = serde_json::to_string(&stored)
-                .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-            entries.push((app.deployment_id.clone(), json));
+            entries.push((app.deployment_id.clone(), StoredApp::of(app).to_json()?));
         }
         if !entries.is_empty() {
             pipe.hset_multiple(&key, &entries).ignore();

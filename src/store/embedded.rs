@@ -1,0 +1,595 @@
+//! The embedded backend: one redb file under `CD_DATA_DIR`. Every change is
+//! one serializable write transaction, so each guarantee of the Redis
+//! backend's scripts holds here by construction; the file is locked while
+//! open, so a second service on the same data dir cannot corrupt it.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+    WriteTransaction,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    changed_output, parse_app, AppRecord, JobLimits, JobUpdate, StartOutcome, Store, StoreError,
+    StoredApp, UpdateOutcome,
+};
+use crate::config::OnBusy;
+use crate::jobs::{now_ms, Job, JobStatus, NewJob};
+use crate::launch::LaunchRecord;
+
+const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
+const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+/// Inventory → [`Lock`].
+const LOCKS: TableDefinition<&str, &[u8]> = TableDefinition::new("locks");
+/// Inventory → its one queued job.
+const QUEUED: TableDefinition<&str, &str> = TableDefinition::new("queued");
+const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open");
+/// (created_at, job id), for the load and for purging.
+const INDEX: TableDefinition<(i64, &str), ()> = TableDefinition::new("index");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// How often expired jobs are deleted (reads already ignore them).
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Serialize, Deserialize)]
+struct StoredJob {
+    #[serde(flatten)]
+    job: Job,
+    /// Unix ms after which the job is gone.
+    expires_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Lock {
+    job_id: String,
+    expires_at: i64,
+}
+
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+    limits: JobLimits,
+}
+
+fn unavailable(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Unavailable(error.into().to_string())
+}
+
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_owned())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|error| StoreError::Corrupt(error.to_string()))
+}
+
+type JobsTable<'t> = Table<'t, &'static str, &'static [u8]>;
+
+fn read_job(
+    jobs: &impl ReadableTable<&'static str, &'static [u8]>,
+    job_id: &str,
+    now: i64,
+) -> Result<Option<StoredJob>, StoreError> {
+    let Some(raw) = jobs.get(job_id).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let stored: StoredJob =
+        serde_json::from_slice(raw.value()).map_err(|_| corrupt(&format!("job {job_id}")))?;
+    Ok((stored.expires_at > now).then_some(stored))
+}
+
+fn write_job(jobs: &mut JobsTable<'_>, stored: &StoredJob) -> Result<(), StoreError> {
+    jobs.insert(stored.job.id.as_str(), encode(stored)?.as_slice())
+        .map_err(unavailable)?;
+    Ok(())
+}
+
+fn live_lock(
+    locks: &impl ReadableTable<&'static str, &'static [u8]>,
+    inventory: &str,
+    now: i64,
+) -> Result<Option<Lock>, StoreError> {
+    let Some(raw) = locks.get(inventory).map_err(unavailable)? else {
+        return Ok(None);
+    };
+    let lock: Lock = serde_json::from_slice(raw.value()).map_err(|_| corrupt("lock"))?;
+    Ok((lock.expires_at > now).then_some(lock))
+}
+
+fn write(
+    db: &Database,
+    change: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
+) -> Result<(), StoreError> {
+    let txn = db.begin_write().map_err(unavailable)?;
+    change(&txn)?;
+    txn.commit().map_err(unavailable)
+}
+
+/// Hands the inventory's lock to its queued job when the lock is free.
+fn promote(
+    txn: &WriteTransaction,
+    limits: &JobLimits,
+    inventory: &str,
+    now: i64,
+) -> Result<Option<Job>, StoreError> {
+    let mut locks = txn.open_table(LOCKS).map_err(unavailable)?;
+    if live_lock(&locks, inventory, now)?.is_some() {
+        return Ok(None);
+    }
+    let mut queued = txn.open_table(QUEUED).map_err(unavailable)?;
+    let Some(job_id) = queued
+        .remove(inventory)
+        .map_err(unavailable)?
+        .map(|id| id.value().to_owned())
+    else {
+        return Ok(None);
+    };
+    let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+    let Some(mut stored) = read_job(&jobs, &job_id, now)? else {
+        return Ok(None);
+    };
+    if stored.job.status != JobStatus::Queued {
+        return Ok(None);
+    }
+    stored.job.status = JobStatus::Starting;
+    stored.job.started_at = Some(now);
+    write_job(&mut jobs, &stored)?;
+    let lock = Lock {
+        job_id: job_id.clone(),
+        expires_at: now + limits.lock_ttl_ms,
+    };
+    locks
+        .insert(inventory, encode(&lock)?.as_slice())
+        .map_err(unavailable)?;
+    Ok(Some(stored.job))
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file; refuses a file another process holds.
+    pub fn open(path: &Path, limits: JobLimits) -> Result<EmbeddedStore, StoreError> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| StoreError::Unavailable(format!("{}: {error}", dir.display())))?;
+        }
+        let db = Database::create(path).map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StoreError::Locked(path.display().to_string())
+            }
+            other => StoreError::Unavailable(format!("{}: {other}", path.display())),
+        })?;
+        write(&db, |txn| {
+            txn.open_table(APPS).map_err(unavailable)?;
+            txn.open_table(JOBS).map_err(unavailable)?;
+            txn.open_table(LOCKS).map_err(unavailable)?;
+            txn.open_table(QUEUED).map_err(unavailable)?;
+            txn.open_table(OPEN).map_err(unavailable)?;
+            txn.open_table(INDEX).map_err(unavailable)?;
+            txn.open_table(META).map_err(unavailable)?;
+            Ok(())
+        })?;
+        let store = EmbeddedStore {
+            db: Arc::new(db),
+            limits,
+        };
+        store.spawn_purge();
+        Ok(store)
+    }
+
+    fn spawn_purge(&self) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let db = Arc::downgrade(&self.db);
+        runtime.spawn(async move {
+            let mut ticker = tokio::time::interval(PURGE_EVERY);
+            loop {
+                ticker.tick().await;
+                // Stops once the store is dropped.
+                let Some(db) = db.upgrade() else { return };
+                let purged = tokio::task::spawn_blocking(move || purge(&db)).await;
+                if let Ok(Err(error)) = purged {
+                    tracing::warn!(%error, "purging expired jobs failed");
+                }
+            }
+        });
+    }
+
+    /// Runs blocking store work off the async workers.
+    async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Database, &JobLimits) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = Arc::clone(&self.db);
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || work(&db, &limits))
+            .await
+            .map_err(|error| StoreError::Unavailable(error.to_string()))?
+    }
+
+    async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run(move |db, _| work(&db.begin_read().map_err(unavailable)?))
+            .await
+    }
+}
+
+/// Deletes jobs past their expiry and their index entries.
+fn purge(db: &Database) -> Result<(), StoreError> {
+    let now = now_ms();
+    write(db, |txn| {
+        let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+        let mut index = txn.open_table(INDEX).map_err(unavailable)?;
+        let mut gone = Vec::new();
+        for entry in index.iter().map_err(unavailable)? {
+            let (key, _) = entry.map_err(unavailable)?;
+            let (created, id) = key.value();
+            if read_job(&jobs, id, now)?.is_none() {
+                gone.push((created, id.to_owned()));
+            }
+        }
+        for (created, id) in gone {
+            index.remove((created, id.as_str())).map_err(unavailable)?;
+            jobs.remove(id.as_str()).map_err(unavailable)?;
+        }
+        Ok(())
+    })
+}
+
+fn read_app(
+    apps: &impl ReadableTable<&'static str, &'static str>,
+    deployment_id: &str,
+) -> Result<Option<AppRecord>, StoreError> {
+    apps.get(deployment_id)
+        .map_err(unavailable)?
+        .map(|raw| parse_app(deployment_id, raw.value()))
+        .transpose()
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|txn| txn.open_table(META).map(|_| ()).map_err(unavailable))
+            .await
+    }
+
+    async fn replace_apps(&self, apps: &[AppRecord]) -> Result<(), StoreError> {
+        let entries = apps
+            .iter()
+            .map(|app| Ok((app.deployment_id.clone(), StoredApp::of(app).to_json()?)))
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        self.run(move |db, _| {
+            write(db, |txn| {
+                let mut table = txn.open_table(APPS).map_err(unavailable)?;
+                table.retain(|_, _| false).map_err(unavailable)?;
+                for (id, json) in &entries {
+                    table
+                        .insert(id.as_str(), json.as_str())
+                        .map_err(unavailable)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn apps(&self) -> Result<Vec<AppRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(APPS).map_err(unavailable)?;
+            let mut apps = Vec::new();
+            for entry in table.iter().map_err(unavailable)? {
+                let (id, raw) = entry.map_err(unavailable)?;
+                apps.push(parse_app(id.value(), raw.value())?);
+            }
+            Ok(apps)
+        })
+        .await
+    }
+
+    async fn app(&self, deployment_id: &str) -> Result<Option<AppRecord>, StoreError> {
+        let deployment_id = deployment_id.to_owned();
+        self.read(move |txn| read_app(&txn.open_table(APPS).map_err(unavailable)?, &deployment_id))
+            .await
+    }
+
+    async fn app_and_job(
+        &self,
+        deployment_id: &str,
+        job_id: &str,
+    ) -> Result<(Option<AppRecord>, Option<Job>), StoreError> {
+        let (deployment_id, job_id) = (deployment_id.to_owned(), job_id.to_owned());
+        self.read(move |txn| {
+            let app = read_app(&txn.open_table(APPS).map_err(unavailable)?, &deployment_id)?;
+            let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+            let job = read_job(&jobs, &job_id, now_ms())?.map(|stored| stored.job);
+            Ok((app, job))
+        })
+        .await
+    }
+
+    async fn job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        let job_id = job_id.to_owned();
+        self.read(move |txn| {
+            let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+            Ok(read_job(&jobs, &job_id, now_ms())?.map(|stored| stored.job))
+        })
+        .await
+    }
+
+    async fn start_job(&self, job: &NewJob, on_busy: OnBusy) -> Result<StartOutcome, StoreError> {
+        let new = job.clone();
+        self.run(move |db, limits| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let outcome = start(&txn, limits, new, on_busy)?;
+            txn.commit().map_err(unavailable)?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn update_job(
+        &self,
+        job_id: &str,
+        update: &JobUpdate,
+    ) -> Result<UpdateOutcome, StoreError> {
+        let (job_id, update) = (job_id.to_owned(), update.clone());
+        self.run(move |db, limits| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let outcome = apply_update(&txn, limits, &job_id, &update)?;
+            // A refused update changed nothing: dropping the transaction aborts it.
+            if matches!(outcome, UpdateOutcome::Applied { .. }) {
+                txn.commit().map_err(unavailable)?;
+            }
+            Ok(outcome)
+        })
+        .await
+    }
+
+    async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError> {
+        let inventory = inventory.to_owned();
+        self.run(move |db, limits| {
+            let txn = db.begin_write().map_err(unavailable)?;
+            let promoted = promote(&txn, limits, &inventory, now_ms())?;
+            txn.commit().map_err(unavailable)?;
+            Ok(promoted)
+        })
+        .await
+    }
+
+    async fn claim_launch(&self, job_id: &str, claimant: &str) -> Result<bool, StoreError> {
+        let (job_id, claimant) = (job_id.to_owned(), claimant.to_owned());
+        self.run(move |db, _| {
+            let mut claimed = false;
+            write(db, |txn| {
+                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                    if stored.job.launch_claim.is_none() {
+                        stored.job.launch_claim = Some(claimant);
+                        write_job(&mut jobs, &stored)?;
+                        claimed = true;
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(claimed)
+        })
+        .await
+    }
+
+    async fn record_launch(&self, job_id: &str, record: &LaunchRecord) -> Result<(), StoreError> {
+        let (job_id, record) = (job_id.to_owned(), record.clone());
+        self.run(move |db, _| {
+            write(db, |txn| {
+                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                    stored.job.launch = Some(record);
+                    write_job(&mut jobs, &stored)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.read(|txn| {
+            let open = txn.open_table(OPEN).map_err(unavailable)?;
+            let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+            let now = now_ms();
+            let mut found = Vec::new();
+            for entry in open.iter().map_err(unavailable)? {
+                let (id, _) = entry.map_err(unavailable)?;
+                if let Some(stored) = read_job(&jobs, id.value(), now)? {
+                    if !stored.job.status.is_final() {
+                        found.push(stored.job);
+                    }
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn jobs_since(&self, since_ms: i64) -> Result<Vec<(i64, JobStatus)>, StoreError> {
+        self.read(move |txn| {
+            let index = txn.open_table(INDEX).map_err(unavailable)?;
+            let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+            let now = now_ms();
+            let mut found = Vec::new();
+            for entry in index.range((since_ms, "")..).map_err(unavailable)? {
+                let (key, _) = entry.map_err(unavailable)?;
+                let (created, id) = key.value();
+                if let Some(stored) = read_job(&jobs, id, now)? {
+                    found.push((created, stored.job.status));
+                }
+            }
+            Ok(found)
+        })
+        .await
+    }
+
+    async fn signing_key(&self, proposed: &str) -> Result<String, StoreError> {
+        let proposed = proposed.to_owned();
+        self.run(move |db, _| {
+            let mut kept = proposed.clone();
+            write(db, |txn| {
+                let mut meta = txn.open_table(META).map_err(unavailable)?;
+                let existing = meta
+                    .get("signing-key")
+                    .map_err(unavailable)?
+                    .map(|value| value.value().to_owned());
+                match existing {
+                    Some(existing) => kept = existing,
+                    None => {
+                        meta.insert("signing-key", proposed.as_str())
+                            .map_err(unavailable)?;
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(kept)
+        })
+        .await
+    }
+}
+
+fn start(
+    txn: &WriteTransaction,
+    limits: &JobLimits,
+    new: NewJob,
+    on_busy: OnBusy,
+) -> Result<StartOutcome, StoreError> {
+    let now = new.created_at;
+    let mut locks = txn.open_table(LOCKS).map_err(unavailable)?;
+    let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+    let holder = live_lock(&locks, &new.inventory, now)?;
+    let status = match (&holder, on_busy) {
+        (None, _) => JobStatus::Starting,
+        (Some(_), OnBusy::Reject) => return Ok(StartOutcome::Busy),
+        (Some(lock), OnBusy::Join) => {
+            return Ok(match read_job(&jobs, &lock.job_id, now)? {
+                Some(stored) => StartOutcome::Joined(stored.job),
+                None => StartOutcome::Busy,
+            })
+        }
+        (Some(_), OnBusy::Queue) => {
+            let queued = txn.open_table(QUEUED).map_err(unavailable)?;
+            let waiting = queued
+                .get(new.inventory.as_str())
+                .map_err(unavailable)?
+                .map(|id| id.value().to_owned());
+            if let Some(waiting) = waiting.and_then(|id| read_job(&jobs, &id, now).transpose()) {
+                let waiting = waiting?;
+                if waiting.job.status == JobStatus::Queued {
+                    return Ok(StartOutcome::Joined(waiting.job));
+                }
+            }
+            JobStatus::Queued
+        }
+    };
+    let job = Job {
+        id: new.id.clone(),
+        deployment_id: new.deployment_id,
+        inventory: new.inventory.clone(),
+        status,
+        output: String::new(),
+        trigger: new.trigger,
+        created_at: now,
+        started_at: (status == JobStatus::Starting).then_some(now),
+        finished_at: None,
+        launch: None,
+        launch_claim: None,
+    };
+    write_job(
+        &mut jobs,
+        &StoredJob {
+            job: job.clone(),
+            expires_at: now + limits.open_ttl_ms,
+        },
+    )?;
+    txn.open_table(OPEN)
+        .map_err(unavailable)?
+        .insert(new.id.as_str(), ())
+        .map_err(unavailable)?;
+    txn.open_table(INDEX)
+        .map_err(unavailable)?
+        .insert((now, new.id.as_str()), ())
+        .map_err(unavailable)?;
+    if status == JobStatus::Starting {
+        let lock = Lock {
+            job_id: new.id.clone(),
+            expires_at: now + limits.lock_ttl_ms,
+        };
+        locks
+            .insert(new.inventory.as_str(), encode(&lock)?.as_slice())
+            .map_err(unavailable)?;
+        Ok(StartOutcome::Started(job))
+    } else {
+        txn.open_table(QUEUED)
+            .map_err(unavailable)?
+            .insert(new.inventory.as_str(), new.id.as_str())
+            .map_err(unavailable)?;
+        Ok(StartOutcome::Queued(job))
+    }
+}
+
+fn apply_update(
+    txn: &WriteTransaction,
+    limits: &JobLimits,
+    job_id: &str,
+    update: &JobUpdate,
+) -> Result<UpdateOutcome, StoreError> {
+    let now = now_ms();
+    let inventory = {
+        let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+        let Some(mut stored) = read_job(&jobs, job_id, now)? else {
+            return Ok(UpdateOutcome::NotFound);
+        };
+        let current = stored.job.status;
+        if !current.can_become(update.status) {
+            return Ok(UpdateOutcome::Refused { current });
+        }
+        if let Some(change) = &update.output {
+            stored.job.output = changed_output(&stored.job.output, change, limits.max_output);
+        }
+        stored.job.status = update.status;
+        if update.status.is_final() {
+            stored.job.finished_at = Some(now);
+            stored.expires_at = now + limits.job_ttl_ms;
+        }
+        write_job(&mut jobs, &stored)?;
+        if !update.status.is_final() {
+            return Ok(UpdateOutcome::Applied { promoted: None });
+        }
+        stored.job.inventory
+    };
+    txn.open_table(OPEN)
+        .map_err(unavailable)?
+        .remove(job_id)
+        .map_err(unavailable)?;
+    {
+        // Compare-and-delete: only the job that owns the lock releases it.
+        let mut locks = txn.open_table(LOCKS).map_err(unavailable)?;
+        let owned = live_lock(&locks, &inventory, now)?.is_some_and(|lock| lock.job_id == job_id);
+        if owned {
+            locks.remove(inventory.as_str()).map_err(unavailable)?;
+        }
+        let mut queued = txn.open_table(QUEUED).map_err(unavailable)?;
+        let is_queued = queued
+            .get(inventory.as_str())
+            .map_err(unavailable)?
+            .is_some_and(|id| id.value() == job_id);
+        if is_queued {
+            queued.remove(inventory.as_str()).map_err(unavailable)?;
+        }
+    }
+    let promoted = promote(txn, limits, &inventory, now)?.map(Box::new);
+    Ok(UpdateOutcome::Applied { promoted })
+}
