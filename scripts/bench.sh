@@ -3,9 +3,10 @@
 # test): /job-status/ with the right secret (every deploy client polls it) and
 # /app-deploy/ with a wrong secret (the refusal path).
 #
-#   bash scripts/bench.sh
+#   bash scripts/bench.sh [redis|embedded]     (default: redis)
 #
-# Builds the release binary, starts its own redis-server and `enac-cd serve`
+# Builds the release binary, starts its own redis-server (for the redis
+# backend) and `enac-cd serve`
 # (process launcher, fake ansible) on free loopback ports, runs one job to
 # the end, then `wrk -t2 -c32 -d10s --latency` against each path and prints
 # requests/s, p99 latency and the service's resident memory. Everything it
@@ -17,6 +18,11 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 root=$PWD
+backend=${1:-redis}
+case "$backend" in
+  redis | embedded) ;;
+  *) echo "usage: $0 [redis|embedded]" >&2; exit 2 ;;
+esac
 
 for tool in wrk redis-server; do
   if ! command -v "$tool" >/dev/null 2>&1; then
@@ -91,12 +97,18 @@ echo "== cargo build --release"
 cargo build --release --quiet
 binary=$root/target/release/enac-cd
 
-redis_port=$(free_port)
-echo "== redis-server on 127.0.0.1:$redis_port"
-redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-  --protected-mode yes >"$work/redis.log" 2>&1 &
-redis_pid=$!
-wait_for 10 "redis-server" listening "$redis_port"
+store_env=()
+if [ "$backend" = redis ]; then
+  redis_port=$(free_port)
+  echo "== redis-server on 127.0.0.1:$redis_port"
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+    --protected-mode yes >"$work/redis.log" 2>&1 &
+  redis_pid=$!
+  wait_for 10 "redis-server" listening "$redis_port"
+  store_env=(CD_REDIS_URL="redis://127.0.0.1:$redis_port/0")
+else
+  echo "== embedded store in $work/data"
+fi
 
 deployment_id=bench
 secret=bench-secret-0123456789
@@ -107,8 +119,8 @@ EOF
 service_port=$(free_port)
 base=http://127.0.0.1:$service_port
 echo "== enac-cd serve on $base"
-CD_LISTEN=127.0.0.1:$service_port \
-  CD_REDIS_URL=redis://127.0.0.1:$redis_port/0 \
+env "${store_env[@]}" \
+  CD_LISTEN=127.0.0.1:$service_port \
   CD_LAUNCHER=process \
   CD_PROCESS_COMMAND=$root/tests/fixtures/fake-ansible \
   CD_DATA_DIR=$work/data \
@@ -173,7 +185,7 @@ status_p99=$(to_ms "$(p99_of status)")
 rss_mib=$(awk -v k="$rss_after" 'BEGIN { printf "%.1f", k / 1024 }')
 
 echo
-echo "== results ($(nproc) CPUs, wrk on the same machine)"
+echo "== results: $backend store ($(nproc) CPUs, wrk on the same machine)"
 printf '%-22s %12s req/s  p99 %8s ms  non-2xx %s\n' \
   "/job-status/" "$status_rps" "$status_p99" "$(non2xx_of status)"
 printf '%-22s %12s req/s  p99 %8s ms  non-2xx %s\n' \

@@ -60,6 +60,27 @@ impl Trigger {
     }
 }
 
+/// `secret`, or e.g. `github-webhook repository=epfl-enac/app ref=refs/heads/main sha=…`.
+impl std::fmt::Display for Trigger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.kind.as_str())?;
+        let facts = [
+            ("repository", &self.repository),
+            ("ref", &self.git_ref),
+            ("sha", &self.sha),
+            ("actor", &self.actor),
+            ("event", &self.event),
+            ("delivery", &self.delivery_id),
+        ];
+        for (name, value) in facts {
+            if let Some(value) = value {
+                write!(f, " {name}={value}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A job about to be created; the store decides whether it starts, queues or
 /// joins another.
 #[derive(Clone, Debug)]
@@ -95,4 +116,23 @@ pub fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|elapsed| elapsed.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trigger_shows_its_kind_and_known_facts() {
+        assert_eq!(Trigger::of_kind(TriggerKind::Secret).to_string(), "secret");
+        let trigger = Trigger {
+            repository: Some("epfl-enac/app".into()),
+            git_ref: Some("refs/heads/main".into()),
+            ..Trigger::of_kind(TriggerKind::GithubWebhook)
+        };
+        assert_eq!(
+            trigger.to_string(),
+            "github-webhook repository=epfl-enac/app ref=refs/heads/main"
+        );
+    }
 }

@@ -138,13 +138,13 @@ impl Lifecycle {
         match outcome {
             StartOutcome::Started(job) => {
                 info!(job_id = %job.id, deployment_id = %job.deployment_id, inventory = %job.inventory,
-                      trigger = ?job.trigger, "job starting");
+                      trigger = %job.trigger, "job starting");
                 self.spawn_launch(job.clone());
                 Ok(Started::New(job))
             }
             StartOutcome::Queued(job) => {
                 info!(job_id = %job.id, deployment_id = %job.deployment_id, inventory = %job.inventory,
-                      trigger = ?job.trigger, "job queued");
+                      trigger = %job.trigger, "job queued");
                 Ok(Started::Queued(job))
             }
             StartOutcome::Joined(job) => Ok(Started::Joined(job)),
@@ -187,7 +187,7 @@ impl Lifecycle {
         let trigger = match self.store.job(job_id).await {
             Ok(Some(job)) => {
                 info!(job_id, deployment_id = %job.deployment_id, inventory = %job.inventory,
-                      trigger = ?job.trigger, %status, "job finished");
+                      trigger = %job.trigger, %status, "job finished");
                 job.trigger.kind.as_str()
             }
             _ => "unknown",

@@ -110,16 +110,29 @@ struct SettingsParser {
     settings: Settings,
 }
 
+/// Which store a test service runs on.
+pub enum Backend<'a> {
+    Redis(&'a RedisServer),
+    /// The embedded store in the service's data dir.
+    Embedded,
+}
+
 pub fn settings(redis: &RedisServer, extra: &[&str], data_dir: &std::path::Path) -> Settings {
-    let mut args = vec![
-        "serve".to_owned(),
-        format!("--redis-url={}", redis.url()),
+    settings_for(&Backend::Redis(redis), extra, data_dir)
+}
+
+pub fn settings_for(backend: &Backend, extra: &[&str], data_dir: &std::path::Path) -> Settings {
+    let mut args = vec!["serve".to_owned()];
+    if let Backend::Redis(redis) = backend {
+        args.push(format!("--redis-url={}", redis.url()));
+    }
+    args.extend([
         "--launcher=process".to_owned(),
         format!("--process-command={}", fake_ansible().display()),
         format!("--admin-token={ADMIN_TOKEN}"),
         format!("--data-dir={}", data_dir.display()),
         "--env=test".to_owned(),
-    ];
+    ]);
     args.extend(extra.iter().map(|arg| arg.to_string()));
     SettingsParser::try_parse_from(args)
         .expect("test settings parse")
@@ -137,6 +150,21 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(redis: &RedisServer, extra: &[&str]) -> TestApp {
+        TestApp::start(Backend::Redis(redis), extra, |_| {}).await
+    }
+
+    /// The service on the embedded store, in its own temporary data dir.
+    pub async fn spawn_embedded(extra: &[&str]) -> TestApp {
+        TestApp::start(Backend::Embedded, extra, |_| {}).await
+    }
+
+    /// Starts the service on `backend`, with the parsed settings changed by
+    /// `adjust` before the state is built (for settings a flag cannot unset).
+    pub async fn start(
+        backend: Backend<'_>,
+        extra: &[&str],
+        adjust: impl FnOnce(&mut Settings),
+    ) -> TestApp {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -145,7 +173,8 @@ impl TestApp {
         let mut args = vec![format!("--public-url=http://{addr}")];
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let settings = settings(redis, &args, data_dir.path());
+        let mut settings = settings_for(&backend, &args, data_dir.path());
+        adjust(&mut settings);
         let state = enac_cd::build_state(&settings).await.expect("state builds");
         let (tx, rx) = tokio::sync::oneshot::channel();
         let served = state.clone();
@@ -274,14 +303,22 @@ impl ServiceProcess {
         for (name, value) in envs {
             command.env(name, value);
         }
+        ServiceProcess::spawn(command, addr)
+    }
+
+    /// Runs `command` (an `enac-cd serve`) and waits until `addr` answers.
+    pub fn spawn(mut command: Command, addr: SocketAddr) -> ServiceProcess {
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("enac-cd binary starts");
-        let service = ServiceProcess { child, addr };
+        let mut service = ServiceProcess { child, addr };
         let until = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = service.child.try_wait() {
+                panic!("enac-cd exited with {status} before listening");
+            }
             assert!(Instant::now() < until, "enac-cd did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -329,39 +366,13 @@ pub fn write_apps_file(dir: &std::path::Path, apps: &[(&str, &str)]) -> PathBuf 
 }
 
 impl TestApp {
-    /// Like [`TestApp::spawn`], with the parsed settings changed by `adjust`
-    /// before the state is built (for settings a flag cannot unset).
+    /// Like [`TestApp::spawn`], with the parsed settings changed by `adjust`.
     pub async fn spawn_adjusted(
         redis: &RedisServer,
         extra: &[&str],
         adjust: impl FnOnce(&mut Settings),
     ) -> TestApp {
-        let data_dir = tempfile::tempdir().expect("temp dir");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind port 0");
-        let addr = listener.local_addr().expect("local addr");
-        let mut args = vec![format!("--public-url=http://{addr}")];
-        args.extend(extra.iter().map(|arg| arg.to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut settings = settings(redis, &args, data_dir.path());
-        adjust(&mut settings);
-        let state = enac_cd::build_state(&settings).await.expect("state builds");
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let served = state.clone();
-        tokio::spawn(async move {
-            let _ = enac_cd::serve_until(listener, served, async {
-                let _ = rx.await;
-            })
-            .await;
-        });
-        TestApp {
-            addr,
-            http: reqwest::Client::new(),
-            state,
-            shutdown: Some(tx),
-            _data_dir: data_dir,
-        }
+        TestApp::start(Backend::Redis(redis), extra, adjust).await
     }
 
     /// The service with `CD_ADMIN_TOKEN` unset: admin endpoints disabled.

@@ -1,0 +1,264 @@
+//! The embedded store as the default: the service needs nothing else, keeps
+//! everything across restarts, refuses a second instance on its data dir, and
+//! the README's quick start works.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+#[tokio::test]
+async fn a_deployment_runs_to_success_on_the_embedded_store() {
+    let app = TestApp::spawn_embedded(&[]).await;
+    app.set_apps(&[("app-one", "ok-embedded")]).await;
+    let started = app.deploy("app-one").await;
+    assert_eq!(started["status"], "starting");
+    let job_id = started["job_id"].as_str().expect("job id");
+    let done = app.wait_final("app-one", job_id, DEADLINE).await;
+    assert_eq!(done["status"], "success");
+    assert_eq!(done["output"], "step 1\ndone\n");
+    let next = app.deploy("app-one").await;
+    assert_eq!(
+        next["status"], "starting",
+        "the lock went with the job: {next}"
+    );
+    app.wait_final(
+        "app-one",
+        next["job_id"].as_str().expect("job id"),
+        DEADLINE,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn busy_inventories_queue_on_the_embedded_store() {
+    let app = TestApp::spawn_embedded(&["--on-busy=queue"]).await;
+    app.set_apps(&[("app-a", "sleep-1-emb"), ("app-b", "sleep-1-emb")])
+        .await;
+    let running = app.deploy("app-a").await;
+    let queued = app.deploy("app-a").await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let joined = app.deploy("app-b").await;
+    assert_eq!(joined["job_id"], queued["job_id"]);
+    let running_id = running["job_id"].as_str().expect("job id");
+    let queued_id = queued["job_id"].as_str().expect("job id");
+    assert_eq!(
+        app.wait_final("app-a", running_id, DEADLINE).await["status"],
+        "success"
+    );
+    assert_eq!(
+        app.wait_final("app-b", queued_id, DEADLINE).await["status"],
+        "success"
+    );
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_deploys_start_exactly_one_job_on_the_embedded_store() {
+    let app = TestApp::spawn_embedded(&[]).await;
+    app.set_apps(&[("app-one", "sleep-1-race")]).await;
+    let body = json!({"deployment_id": "app-one", "deployment_secret": SECRET});
+    let answers: Vec<(u16, Value)> =
+        futures::future::join_all((0..200).map(|_| app.post("/app-deploy/", &body))).await;
+    let started: Vec<&Value> = answers
+        .iter()
+        .map(|(_, body)| body)
+        .filter(|body| body["status"] == "starting")
+        .collect();
+    assert_eq!(started.len(), 1);
+    let job_id = started[0]["job_id"].as_str().expect("job id");
+    app.wait_final("app-one", job_id, DEADLINE).await;
+}
+
+fn embedded_env(data_dir: &Path, addr: SocketAddr) -> Vec<(&'static str, String)> {
+    vec![
+        ("CD_LAUNCHER", "process".into()),
+        ("CD_PROCESS_COMMAND", fake_ansible().display().to_string()),
+        ("CD_DATA_DIR", data_dir.display().to_string()),
+        ("CD_ADMIN_TOKEN", ADMIN_TOKEN.into()),
+        ("CD_PUBLIC_URL", format!("http://{addr}")),
+    ]
+}
+
+async fn call(addr: SocketAddr, path: &str, body: &Value) -> Value {
+    let mut request = reqwest::Client::new().post(format!("http://{addr}{path}"));
+    if path == "/set-available-apps/" {
+        request = request.bearer_auth(ADMIN_TOKEN);
+    }
+    read(request.json(body).send().await.expect("request sent"))
+        .await
+        .1
+}
+
+async fn deploy(addr: SocketAddr) -> Value {
+    call(
+        addr,
+        "/app-deploy/",
+        &json!({"deployment_id": "app-one", "deployment_secret": SECRET}),
+    )
+    .await
+}
+
+async fn status(addr: SocketAddr, job_id: &str) -> Value {
+    let body = json!({"deployment_id": "app-one", "deployment_secret": SECRET, "job_id": job_id});
+    call(addr, "/job-status/", &body).await
+}
+
+async fn wait_status(addr: SocketAddr, job_id: &str, wanted: &[&str]) -> Value {
+    eventually(
+        &format!("job {job_id} to be one of {wanted:?}"),
+        DEADLINE,
+        || async {
+            let answer = status(addr, job_id).await;
+            wanted
+                .contains(&answer["status"].as_str().unwrap_or(""))
+                .then_some(answer)
+        },
+    )
+    .await
+}
+
+/// Stops the service (kill -9 or SIGTERM) while a job runs, starts it again
+/// on the same data dir: apps, the finished job and the running job are
+/// there, the running job calls back and finishes, its lock is released.
+async fn restart_keeps_everything(stop: impl FnOnce(&mut ServiceProcess)) {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let env = embedded_env(data_dir.path(), addr);
+    let mut service = ServiceProcess::start(&env, addr);
+    let apps = json!([{"deployment_id": "app-one", "inventory": "sleep-3-restart", "deployment_secret": SECRET}]);
+    call(addr, "/set-available-apps/", &apps).await;
+
+    // One finished job, then one running when the service stops.
+    let finished_id = deploy(addr).await["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    wait_status(addr, &finished_id, &["success"]).await;
+    let running_id = deploy(addr).await["job_id"]
+        .as_str()
+        .expect("job id")
+        .to_owned();
+    wait_status(addr, &running_id, &["running"]).await;
+
+    stop(&mut service);
+    let _service = ServiceProcess::start(&env, addr);
+
+    let finished = status(addr, &finished_id).await;
+    assert_eq!(
+        finished["status"], "success",
+        "the finished job is kept: {finished}"
+    );
+    assert_eq!(finished["output"], "sleeping\nwoke up\n");
+    let busy = deploy(addr).await;
+    assert_eq!(
+        busy["error"], "App deployment is already running",
+        "the lock is kept: {busy}"
+    );
+    let done = wait_status(addr, &running_id, &["success", "error"]).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert_eq!(done["output"], "sleeping\nwoke up\n");
+    let next = deploy(addr).await;
+    assert_eq!(next["status"], "starting", "the lock is released: {next}");
+    wait_status(addr, next["job_id"].as_str().expect("job id"), &["success"]).await;
+}
+
+#[tokio::test]
+async fn nothing_is_lost_across_a_kill_9() {
+    restart_keeps_everything(ServiceProcess::kill_hard).await;
+}
+
+#[tokio::test]
+async fn nothing_is_lost_across_a_sigterm() {
+    restart_keeps_everything(|service| {
+        // SAFETY: kill(2) on the pid of our own child.
+        unsafe {
+            libc::kill(service.child.id() as i32, libc::SIGTERM);
+        }
+        let until = std::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = service.child.try_wait().expect("wait") {
+                assert!(status.success(), "exit status {status}");
+                break;
+            }
+            assert!(std::time::Instant::now() < until, "no exit on SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_service_on_the_same_data_dir_refuses_to_start() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let _first = ServiceProcess::start(&embedded_env(data_dir.path(), addr), addr);
+
+    let other: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let output = Command::new(env!("CARGO_BIN_EXE_enac-cd"))
+        .arg("serve")
+        .envs(embedded_env(data_dir.path(), other))
+        .env("CD_LISTEN", other.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("second enac-cd runs");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    assert!(lines[0].contains("CD_DATA_DIR"), "{stderr}");
+    assert!(lines[0].contains("in use by another enac-cd"), "{stderr}");
+
+    // The first one is unharmed.
+    let root = reqwest::get(format!("http://{addr}/readyz"))
+        .await
+        .expect("readyz");
+    assert_eq!(root.status().as_u16(), 200);
+}
+
+#[tokio::test]
+async fn the_readme_quick_start_deploys_the_example_app() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
+    command
+        .current_dir(repo)
+        .args(["serve", "--config", "examples/quickstart.toml"])
+        // The README's command as is, but on a free port and a fresh data dir.
+        .args(["--listen", &addr.to_string()])
+        .args(["--data-dir", &data_dir.path().display().to_string()]);
+    let _service = ServiceProcess::spawn(command, addr);
+
+    let deployed = tokio::process::Command::new(env!("CARGO_BIN_EXE_enac-cd"))
+        .args([
+            "deploy",
+            "--url",
+            &format!("http://{addr}"),
+            "--deployment-id",
+            "hello",
+            "--interval",
+            "1",
+        ])
+        .env("DEPLOYMENT_SECRET", "hello-secret-0123456789")
+        .output()
+        .await
+        .expect("deploy runs");
+    let stdout = String::from_utf8_lossy(&deployed.stdout);
+    assert_eq!(deployed.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("PLAY [deploy hello-world]"), "{stdout}");
+    assert!(
+        stdout.contains("PLAY RECAP: ok=2 changed=1 failed=0"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("App deploy finished successfully"),
+        "{stdout}"
+    );
+}
