@@ -25,7 +25,8 @@ use tokio::net::TcpListener;
 use crate::config::{LauncherKind, Settings};
 pub use crate::http::AppState;
 use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
-use crate::launch::{Launcher, ProcessLauncher};
+use crate::launch::docker::DockerConfig;
+use crate::launch::{DockerLauncher, Launcher, ProcessLauncher};
 use crate::metrics::Metrics;
 use crate::store::{AppRecord, EmbeddedStore, JobLimits, RedisStore, Store};
 
@@ -117,11 +118,30 @@ fn launcher(settings: &Settings) -> Result<Arc<dyn Launcher>, StartError> {
             program.clone(),
             &settings.data_dir,
         ))),
-        _ => Err(config::SettingsError {
-            setting: "CD_LAUNCHER",
-            reason: "no usable launcher".into(),
+        (LauncherKind::Process, None) => Err(config::SettingsError {
+            setting: "CD_PROCESS_COMMAND",
+            reason: "required when CD_LAUNCHER=process".into(),
         }
         .into()),
+        (LauncherKind::Docker, _) => {
+            let config = DockerConfig {
+                host: settings.docker_host.clone(),
+                image: settings.docker_image.clone(),
+                pull: settings.docker_pull,
+                network: settings.docker_network.clone(),
+                binds: settings.docker_binds.clone(),
+                registry_user: settings.registry_user.clone(),
+                registry_password: settings.registry_password.clone(),
+                // A wait lasts as long as its job.
+                request_timeout: settings.lock_ttl(),
+            };
+            let launcher =
+                DockerLauncher::connect(config).map_err(|error| config::SettingsError {
+                    setting: "CD_DOCKER_HOST",
+                    reason: error.to_string(),
+                })?;
+            Ok(Arc::new(launcher))
+        }
     }
 }
 

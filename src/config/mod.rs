@@ -307,10 +307,42 @@ impl Settings {
                 }
             }
             LauncherKind::Docker => {
-                return Err(invalid(
-                    "CD_LAUNCHER",
-                    "the docker launcher is not available in this build yet; use CD_LAUNCHER=process",
-                ));
+                if let Some(host) = &self.docker_host {
+                    let known = ["unix://", "tcp://", "http://"];
+                    if !known.iter().any(|scheme| host.starts_with(scheme)) {
+                        return Err(invalid(
+                            "CD_DOCKER_HOST",
+                            format!("`{host}` must start with unix://, tcp:// or http://"),
+                        ));
+                    }
+                }
+                for bind in &self.docker_binds {
+                    let parts: Vec<&str> = bind.split(':').collect();
+                    let valid = match parts.as_slice() {
+                        [host, container] => !host.is_empty() && container.starts_with('/'),
+                        [host, container, mode] => {
+                            !host.is_empty()
+                                && container.starts_with('/')
+                                && matches!(*mode, "ro" | "rw")
+                        }
+                        _ => false,
+                    };
+                    if !valid {
+                        return Err(invalid(
+                            "CD_DOCKER_BINDS",
+                            format!("`{bind}` is not host:/container[:ro|rw]"),
+                        ));
+                    }
+                }
+                if self.docker_image.trim().is_empty() {
+                    return Err(invalid("CD_DOCKER_IMAGE", "must not be empty"));
+                }
+                if self.registry_password.is_some() && self.registry_user.is_none() {
+                    return Err(invalid(
+                        "CD_REGISTRY_USER",
+                        "required when CD_REGISTRY_PASSWORD is set",
+                    ));
+                }
             }
         }
         Ok(())

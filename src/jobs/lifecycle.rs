@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{error, info, warn};
 
 use super::{now_ms, Job, JobStatus, NewJob, TokenKind, TokenSigner, Trigger};
@@ -87,6 +88,22 @@ pub struct Lifecycle {
     metrics: Metrics,
     /// Jobs whose program this instance is watching.
     watched: Mutex<HashSet<String>>,
+}
+
+/// Pause that lets a burst of output lines gather into one store write.
+const OUTPUT_BATCH: Duration = Duration::from_millis(200);
+
+/// Appends what a launcher follows of a program's output to its job.
+async fn pump_output(store: Arc<dyn Store>, job_id: String, mut output: UnboundedReceiver<String>) {
+    while let Some(mut chunk) = output.recv().await {
+        tokio::time::sleep(OUTPUT_BATCH).await;
+        while let Ok(more) = output.try_recv() {
+            chunk.push_str(&more);
+        }
+        if let Err(error) = store.append_output(&job_id, &chunk).await {
+            warn!(job_id, %error, "cannot save program output");
+        }
+    }
 }
 
 impl Lifecycle {
@@ -283,24 +300,38 @@ impl Lifecycle {
         }
         info!(job_id = %job.id, inventory = %job.inventory, "job launched");
         let started_at = job.started_at.unwrap_or(job.created_at);
-        self.watch(job.id, started_at, record).await;
+        self.watch(job.id, started_at, record, false).await;
     }
 
-    /// Follows a launched program until it exits or its job times out.
-    async fn watch(self: &Arc<Self>, job_id: String, started_at: i64, record: LaunchRecord) {
+    /// Follows a launched program until it exits or its job times out;
+    /// output the launcher follows is appended to the job as it comes.
+    async fn watch(
+        self: &Arc<Self>,
+        job_id: String,
+        started_at: i64,
+        record: LaunchRecord,
+        resumed: bool,
+    ) {
         if !self.lock_watched().insert(job_id.clone()) {
             return;
         }
-        let wait = self.launcher.wait(&record);
+        let (sink, output) = tokio::sync::mpsc::unbounded_channel();
+        let pump = tokio::spawn(pump_output(Arc::clone(&self.store), job_id.clone(), output));
+        let wait = self.launcher.wait(&record, sink, resumed);
         tokio::pin!(wait);
         tokio::select! {
-            report = &mut wait => self.end_from_exit(&job_id, report).await,
+            report = &mut wait => {
+                // Every followed line is in the job before its final status.
+                let _ = pump.await;
+                self.end_from_exit(&job_id, report).await;
+            }
             _ = tokio::time::sleep(self.time_left(started_at)) => {
                 if let Err(error) = self.launcher.stop(&record).await {
                     warn!(job_id, %error, "cannot stop timed-out program");
                 }
                 self.fail(&job_id, &self.timed_out()).await;
                 let _ = tokio::time::timeout(STOP_WAIT, wait).await;
+                pump.abort();
             }
         }
         self.launcher.cleanup(&record).await;
@@ -366,6 +397,7 @@ impl Lifecycle {
     /// At start-up: finds every open job's program again and follows it,
     /// finishes those whose program is gone, launches what was never launched.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.reconcile_labelled().await?;
         for job in self.store.open_jobs().await? {
             match (&job.launch, job.status) {
                 (_, JobStatus::Queued) => self.promote(&job.inventory).await,
@@ -379,13 +411,40 @@ impl Lifecycle {
         Ok(())
     }
 
+    /// Programs found by label: those of open jobs the store has no record
+    /// of (a launch cut short) are recorded, so they are followed like the
+    /// others; those of final or forgotten jobs are removed.
+    async fn reconcile_labelled(&self) -> Result<(), StoreError> {
+        let labelled = match self.launcher.labelled().await {
+            Ok(labelled) => labelled,
+            Err(error) => {
+                warn!(%error, "cannot list launched programs");
+                return Ok(());
+            }
+        };
+        for (job_id, record) in labelled {
+            match self.store.job(&job_id).await? {
+                Some(job) if !job.status.is_final() => {
+                    if job.launch.is_none() {
+                        self.store.record_launch(&job_id, &record).await?;
+                    }
+                }
+                _ => {
+                    info!(job_id, "removing the program of a finished job");
+                    self.launcher.cleanup(&record).await;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn adopt(self: &Arc<Self>, job: Job, record: LaunchRecord) {
         match self.launcher.find(&record).await {
             Ok(Presence::Running) => {
                 info!(job_id = %job.id, "following job again after restart");
                 let this = Arc::clone(self);
                 let started_at = job.started_at.unwrap_or(job.created_at);
-                tokio::spawn(async move { this.watch(job.id, started_at, record).await });
+                tokio::spawn(async move { this.watch(job.id, started_at, record, true).await });
             }
             Ok(Presence::Exited(report)) => {
                 self.end_from_exit(&job.id, Ok(report)).await;

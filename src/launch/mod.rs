@@ -1,12 +1,17 @@
 //! Running the ansible program: one trait, one file per backend.
 
+pub mod docker;
 pub mod process;
 
 use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+pub use docker::DockerLauncher;
 pub use process::ProcessLauncher;
+
+/// Where a launcher that can follow a running program's output sends it.
+pub type OutputSink = tokio::sync::mpsc::UnboundedSender<String>;
 
 /// Everything a backend needs to start one job's program.
 #[derive(Debug)]
@@ -49,7 +54,8 @@ pub enum Exit {
     Unknown,
 }
 
-/// An ended program and the last lines it printed.
+/// An ended program and the last lines it printed (empty when its output
+/// was followed into the job as it ran).
 #[derive(Clone, Debug)]
 pub struct ExitReport {
     pub exit: Exit,
@@ -78,8 +84,15 @@ pub enum LaunchError {
 pub trait Launcher: Send + Sync + 'static {
     /// Starts the program; it must outlive this service if the service dies.
     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchRecord, LaunchError>;
-    /// Waits for the program to end.
-    async fn wait(&self, record: &LaunchRecord) -> Result<ExitReport, LaunchError>;
+    /// Waits for the program to end. A launcher that can follow output sends
+    /// it to `output` as it comes; `resumed` (after a restart) asks only for
+    /// output not followed before.
+    async fn wait(
+        &self,
+        record: &LaunchRecord,
+        output: OutputSink,
+        resumed: bool,
+    ) -> Result<ExitReport, LaunchError>;
     /// Stops the program (timeout); `wait` then returns.
     async fn stop(&self, record: &LaunchRecord) -> Result<(), LaunchError>;
     /// Finds a program launched before a restart.
@@ -88,6 +101,11 @@ pub trait Launcher: Send + Sync + 'static {
     async fn cleanup(&self, record: &LaunchRecord);
     /// Whether this launcher can see the recorded program (same host, same kind).
     fn owns(&self, record: &LaunchRecord) -> bool;
+    /// Programs this launcher can find by their labels, with their job ids,
+    /// whatever the store recorded (a launch interrupted before its record).
+    async fn labelled(&self) -> Result<Vec<(String, LaunchRecord)>, LaunchError> {
+        Ok(Vec::new())
+    }
     /// Ready to launch (for `/readyz`).
     async fn ping(&self) -> Result<(), LaunchError>;
 }

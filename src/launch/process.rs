@@ -163,7 +163,13 @@ impl Launcher for ProcessLauncher {
         })
     }
 
-    async fn wait(&self, record: &LaunchRecord) -> Result<ExitReport, LaunchError> {
+    /// Output goes to the log file; its last lines come with the exit.
+    async fn wait(
+        &self,
+        record: &LaunchRecord,
+        _output: super::OutputSink,
+        _resumed: bool,
+    ) -> Result<ExitReport, LaunchError> {
         let LaunchRecord::Process {
             pid,
             start_ticks,

@@ -15,8 +15,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    changed_output, parse_app, AppRecord, JobLimits, JobUpdate, StartOutcome, Store, StoreError,
-    StoredApp, UpdateOutcome,
+    changed_output, parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store,
+    StoreError, StoredApp, UpdateOutcome,
 };
 use crate::config::OnBusy;
 use crate::jobs::{now_ms, Job, JobStatus, NewJob};
@@ -348,6 +348,28 @@ impl Store for EmbeddedStore {
                 txn.commit().map_err(unavailable)?;
             }
             Ok(outcome)
+        })
+        .await
+    }
+
+    async fn append_output(&self, job_id: &str, text: &str) -> Result<bool, StoreError> {
+        let (job_id, text) = (job_id.to_owned(), text.to_owned());
+        self.run(move |db, limits| {
+            let mut appended = false;
+            write(db, |txn| {
+                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                    if !stored.job.status.is_final() {
+                        let change = OutputChange::Append(text);
+                        stored.job.output =
+                            changed_output(&stored.job.output, &change, limits.max_output);
+                        write_job(&mut jobs, &stored)?;
+                        appended = true;
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(appended)
         })
         .await
     }

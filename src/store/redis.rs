@@ -18,23 +18,25 @@ use crate::config::OnBusy;
 use crate::jobs::{now_ms, Job, JobStatus, NewJob, Trigger};
 use crate::launch::LaunchRecord;
 
-const PROMOTE: &str = include_str!("lua/promote.lua");
+const COMMON: &str = include_str!("lua/common.lua");
 
 struct Scripts {
     start: Script,
     update: Script,
     promote_queued: Script,
     set_field: Script,
+    append: Script,
 }
 
 impl Scripts {
     fn load() -> Scripts {
-        let with_promote = |body: &str| Script::new(&format!("{PROMOTE}\n{body}"));
+        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
         Scripts {
             start: Script::new(include_str!("lua/start.lua")),
-            update: with_promote(include_str!("lua/update.lua")),
-            promote_queued: with_promote(include_str!("lua/promote_queued.lua")),
+            update: with_common(include_str!("lua/update.lua")),
+            promote_queued: with_common(include_str!("lua/promote_queued.lua")),
             set_field: Script::new(include_str!("lua/set_field.lua")),
+            append: with_common(include_str!("lua/append.lua")),
         }
     }
 }
@@ -324,6 +326,24 @@ impl Store for RedisStore {
             }
             _ => Err(StoreError::Corrupt("unexpected update reply".into())),
         }
+    }
+
+    async fn append_output(&self, job_id: &str, text: &str) -> Result<bool, StoreError> {
+        if !is_valid_id(job_id) {
+            return Ok(false);
+        }
+        let appended: i64 = self
+            .scripts
+            .append
+            .key(self.job_key(job_id))
+            .arg(text)
+            .arg(self.limits.max_output)
+            .arg(TRUNCATION_MARKER)
+            .arg(now_ms())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(appended == 1)
     }
 
     async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError> {

@@ -12,18 +12,7 @@ if ARGV[4] ~= 'none' then
   if ARGV[4] == 'append' then
     output = (redis.call('HGET', KEYS[1], 'output') or '') .. output
   end
-  local max = tonumber(ARGV[6])
-  if #output > max then
-    -- the newest bytes win; the marker says older ones were dropped
-    local start = #output - (max - #ARGV[7]) + 1
-    -- never start inside a UTF-8 character: skip continuation bytes
-    while start <= #output do
-      local byte = string.byte(output, start)
-      if byte < 0x80 or byte >= 0xC0 then break end
-      start = start + 1
-    end
-    output = ARGV[7] .. string.sub(output, start)
-  end
+  output = cap_output(output, tonumber(ARGV[6]), ARGV[7])
   redis.call('HSET', KEYS[1], 'output', output)
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[8])

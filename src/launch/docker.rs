@@ -1,0 +1,416 @@
+//! The `docker` launcher: the Docker Engine API through bollard. Pull per
+//! `CD_DOCKER_PULL`, create with labels, binds and network, start, follow the
+//! logs into the job, wait for the exit, remove. Containers outlive the
+//! service; a restarted service finds them again by id or by label.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bollard::auth::DockerCredentials;
+use bollard::container::LogOutput;
+use bollard::errors::Error as DockerError;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions,
+};
+use bollard::{Docker, API_DEFAULT_VERSION};
+use futures::StreamExt;
+use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::OnceCell;
+
+use super::{
+    Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputSink, Presence,
+};
+use crate::config::DockerPull;
+
+pub const LABEL_JOB_ID: &str = "enac-cd.job-id";
+pub const LABEL_INVENTORY: &str = "enac-cd.inventory";
+pub const LABEL_DEPLOYMENT_ID: &str = "enac-cd.deployment-id";
+
+/// Last lines of a container's log kept when its exit is found after a restart.
+const TAIL_LINES: &str = "20";
+/// How long the log follower may lag behind the exit.
+const LOG_DRAIN: Duration = Duration::from_secs(5);
+
+/// What the launcher needs of the settings.
+#[derive(Clone, Debug)]
+pub struct DockerConfig {
+    pub host: Option<String>,
+    pub image: String,
+    pub pull: DockerPull,
+    pub network: Option<String>,
+    pub binds: Vec<String>,
+    pub registry_user: Option<String>,
+    pub registry_password: Option<SecretString>,
+    /// Longest request (a wait lasts as long as the job).
+    pub request_timeout: Duration,
+}
+
+pub struct DockerLauncher {
+    connection: Docker,
+    /// The connection at the API version the engine speaks, negotiated on
+    /// first use so that an engine down at start does not stop the service.
+    negotiated: OnceCell<Docker>,
+    config: DockerConfig,
+}
+
+fn engine_error(error: DockerError) -> LaunchError {
+    LaunchError::Unavailable(format!("docker engine: {error}"))
+}
+
+fn is_not_found(error: &DockerError) -> bool {
+    matches!(
+        error,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+impl DockerLauncher {
+    /// A launcher for `CD_DOCKER_HOST` (unix://, tcp:// or http://), or
+    /// Docker's defaults (`DOCKER_HOST`, then the local socket).
+    pub fn connect(config: DockerConfig) -> Result<DockerLauncher, LaunchError> {
+        let timeout = config.request_timeout.as_secs();
+        let connection = match config.host.as_deref() {
+            Some(host) if host.starts_with("unix://") => {
+                Docker::connect_with_unix(host, timeout, API_DEFAULT_VERSION)
+            }
+            Some(host) => Docker::connect_with_http(host, timeout, API_DEFAULT_VERSION),
+            None => Docker::connect_with_local_defaults()
+                .map(|docker| docker.with_timeout(config.request_timeout)),
+        }
+        .map_err(engine_error)?;
+        Ok(DockerLauncher::with_connection(connection, config))
+    }
+
+    pub fn with_connection(connection: Docker, config: DockerConfig) -> DockerLauncher {
+        DockerLauncher {
+            connection,
+            negotiated: OnceCell::new(),
+            config,
+        }
+    }
+
+    async fn docker(&self) -> Result<&Docker, LaunchError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                self.connection
+                    .clone()
+                    .negotiate_version()
+                    .await
+                    .map_err(engine_error)
+            })
+            .await
+    }
+
+    fn credentials(&self) -> Option<DockerCredentials> {
+        let user = self.config.registry_user.clone()?;
+        Some(DockerCredentials {
+            username: Some(user),
+            password: self
+                .config
+                .registry_password
+                .as_ref()
+                .map(|password| password.expose_secret().to_owned()),
+            ..Default::default()
+        })
+    }
+
+    /// Pulls the image as `CD_DOCKER_PULL` says, draining the whole stream:
+    /// an error anywhere in it fails the launch with the engine's message.
+    async fn ensure_image(&self, docker: &Docker) -> Result<(), LaunchError> {
+        let image = &self.config.image;
+        let pull = match self.config.pull {
+            DockerPull::Never => false,
+            DockerPull::Always => true,
+            DockerPull::Missing => match docker.inspect_image(image).await {
+                Ok(_) => false,
+                Err(error) if is_not_found(&error) => true,
+                Err(error) => return Err(engine_error(error)),
+            },
+        };
+        if !pull {
+            return Ok(());
+        }
+        let options = CreateImageOptions {
+            from_image: Some(image.clone()),
+            ..Default::default()
+        };
+        let mut progress = docker.create_image(Some(options), None, self.credentials());
+        while let Some(step) = progress.next().await {
+            step.map_err(|error| LaunchError::Start {
+                program: image.clone(),
+                reason: format!("pull failed: {error}"),
+            })?;
+        }
+        Ok(())
+    }
+
+    fn container_body(&self, spec: &LaunchSpec) -> ContainerCreateBody {
+        let mut env: Vec<String> = spec
+            .env
+            .iter()
+            .map(|(name, value)| format!("{name}={value}"))
+            .collect();
+        env.push(format!(
+            "CD_CALLBACK_TOKEN={}",
+            spec.callback_token.expose_secret()
+        ));
+        let labels = HashMap::from([
+            (LABEL_JOB_ID.to_owned(), spec.job_id.clone()),
+            (LABEL_INVENTORY.to_owned(), spec.inventory.clone()),
+            (LABEL_DEPLOYMENT_ID.to_owned(), spec.deployment_id.clone()),
+        ]);
+        ContainerCreateBody {
+            image: Some(self.config.image.clone()),
+            cmd: Some(spec.args.clone()),
+            env: Some(env),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                binds: (!self.config.binds.is_empty()).then(|| self.config.binds.clone()),
+                network_mode: self.config.network.clone(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Sends the container's output to `sink` until the container stops.
+    fn follow_logs(
+        &self,
+        docker: Docker,
+        id: String,
+        sink: OutputSink,
+        since: i64,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let options = LogsOptions {
+                follow: true,
+                stdout: true,
+                stderr: true,
+                since: since as i32,
+                ..Default::default()
+            };
+            let mut logs = docker.logs(&id, Some(options));
+            while let Some(Ok(chunk)) = logs.next().await {
+                if sink.send(log_text(chunk)).is_err() {
+                    return;
+                }
+            }
+        })
+    }
+
+    async fn last_lines(&self, docker: &Docker, id: &str) -> String {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: TAIL_LINES.to_owned(),
+            ..Default::default()
+        };
+        let mut logs = docker.logs(id, Some(options));
+        let mut tail = String::new();
+        while let Some(Ok(chunk)) = logs.next().await {
+            tail.push_str(&log_text(chunk));
+        }
+        tail
+    }
+}
+
+fn log_text(chunk: LogOutput) -> String {
+    String::from_utf8_lossy(&chunk.into_bytes()).into_owned()
+}
+
+fn container_id(record: &LaunchRecord) -> Result<&str, LaunchError> {
+    match record {
+        LaunchRecord::Docker { container_id } => Ok(container_id),
+        _ => Err(LaunchError::Foreign),
+    }
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl Launcher for DockerLauncher {
+    async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchRecord, LaunchError> {
+        let docker = self.docker().await?;
+        self.ensure_image(docker).await?;
+        let options = CreateContainerOptions {
+            name: Some(format!("enac-cd-{}", spec.job_id.to_ascii_lowercase())),
+            ..Default::default()
+        };
+        let created = docker
+            .create_container(Some(options), self.container_body(spec))
+            .await
+            .map_err(|error| LaunchError::Start {
+                program: self.config.image.clone(),
+                reason: error.to_string(),
+            })?;
+        let record = LaunchRecord::Docker {
+            container_id: created.id.clone(),
+        };
+        if let Err(error) = docker
+            .start_container(
+                &created.id,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+        {
+            self.cleanup(&record).await;
+            return Err(LaunchError::Start {
+                program: self.config.image.clone(),
+                reason: error.to_string(),
+            });
+        }
+        Ok(record)
+    }
+
+    async fn wait(
+        &self,
+        record: &LaunchRecord,
+        output: OutputSink,
+        resumed: bool,
+    ) -> Result<ExitReport, LaunchError> {
+        let id = container_id(record)?.to_owned();
+        let docker = self.docker().await?.clone();
+        let since = if resumed { unix_now() } else { 0 };
+        let mut follower = self.follow_logs(docker.clone(), id.clone(), output, since);
+        let mut waiting =
+            docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
+        let exit = match waiting.next().await {
+            Some(Ok(response)) => Exit::Code(response.status_code as i32),
+            // bollard reports a non-zero exit as an error; it is an exit code.
+            Some(Err(DockerError::DockerContainerWaitError { code, .. })) => {
+                Exit::Code(code as i32)
+            }
+            Some(Err(error)) => {
+                follower.abort();
+                return Err(engine_error(error));
+            }
+            None => Exit::Unknown,
+        };
+        // The log stream ends with the container; give it a moment to drain.
+        if tokio::time::timeout(LOG_DRAIN, &mut follower)
+            .await
+            .is_err()
+        {
+            tracing::warn!(container = %id, "log follower still running after exit");
+            follower.abort();
+        }
+        Ok(ExitReport {
+            exit,
+            tail: String::new(),
+        })
+    }
+
+    async fn stop(&self, record: &LaunchRecord) -> Result<(), LaunchError> {
+        let id = container_id(record)?;
+        let docker = self.docker().await?;
+        match docker
+            .kill_container(id, Some(KillContainerOptions::default()))
+            .await
+        {
+            Ok(()) => Ok(()),
+            // Already gone or already stopped: nothing to kill.
+            Err(DockerError::DockerResponseServerError {
+                status_code: 404 | 409,
+                ..
+            }) => Ok(()),
+            Err(error) => Err(engine_error(error)),
+        }
+    }
+
+    async fn find(&self, record: &LaunchRecord) -> Result<Presence, LaunchError> {
+        let id = container_id(record)?;
+        let docker = self.docker().await?;
+        let inspected = match docker
+            .inspect_container(
+                id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+        {
+            Ok(inspected) => inspected,
+            Err(error) if is_not_found(&error) => return Ok(Presence::Missing),
+            Err(error) => return Err(engine_error(error)),
+        };
+        let state = inspected.state.unwrap_or_default();
+        if state.running == Some(true) || state.restarting == Some(true) {
+            return Ok(Presence::Running);
+        }
+        if state.status == Some(bollard::models::ContainerStateStatusEnum::CREATED) {
+            // Created but never started: the launch was interrupted.
+            return Ok(Presence::Missing);
+        }
+        Ok(Presence::Exited(ExitReport {
+            exit: state
+                .exit_code
+                .map_or(Exit::Unknown, |code| Exit::Code(code as i32)),
+            tail: self.last_lines(docker, id).await,
+        }))
+    }
+
+    async fn cleanup(&self, record: &LaunchRecord) {
+        let (Ok(id), Ok(docker)) = (container_id(record), self.docker().await) else {
+            return;
+        };
+        let options = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match docker.remove_container(id, Some(options)).await {
+            Ok(()) => {}
+            Err(error) if is_not_found(&error) => {}
+            Err(error) => tracing::warn!(container = %id, %error, "cannot remove job container"),
+        }
+    }
+
+    fn owns(&self, record: &LaunchRecord) -> bool {
+        matches!(record, LaunchRecord::Docker { .. })
+    }
+
+    async fn labelled(&self) -> Result<Vec<(String, LaunchRecord)>, LaunchError> {
+        let docker = self.docker().await?;
+        let options = ListContainersOptions {
+            all: true,
+            filters: Some(HashMap::from([(
+                "label".to_owned(),
+                vec![LABEL_JOB_ID.to_owned()],
+            )])),
+            ..Default::default()
+        };
+        let containers = docker
+            .list_containers(Some(options))
+            .await
+            .map_err(engine_error)?;
+        Ok(containers
+            .into_iter()
+            .filter_map(|container| {
+                let job_id = container.labels?.remove(LABEL_JOB_ID)?;
+                Some((
+                    job_id,
+                    LaunchRecord::Docker {
+                        container_id: container.id?,
+                    },
+                ))
+            })
+            .collect())
+    }
+
+    async fn ping(&self) -> Result<(), LaunchError> {
+        self.docker()
+            .await?
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(engine_error)
+    }
+}
