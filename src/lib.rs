@@ -10,8 +10,10 @@ pub mod http;
 pub mod jobs;
 pub mod launch;
 pub mod metrics;
+pub mod policy;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -28,6 +30,7 @@ use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
 use crate::launch::docker::DockerConfig;
 use crate::launch::{DockerLauncher, Launcher, ProcessLauncher};
 use crate::metrics::Metrics;
+use crate::policy::Policies;
 use crate::store::{AppRecord, EmbeddedStore, JobLimits, RedisStore, Store};
 
 /// How long `serve` waits for its store at start.
@@ -170,6 +173,12 @@ fn read_apps_file(settings: &Settings) -> Result<Option<Vec<AppRecord>>, StartEr
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     settings.validate()?;
     let apps = read_apps_file(settings)?;
+    let policies = policy::load_dir(&settings.policy_dir)
+        .map(Policies::new)
+        .map_err(|error| config::SettingsError {
+            setting: "CD_POLICY_DIR",
+            reason: error.to_string(),
+        })?;
     let launcher = launcher(settings)?;
     let store = open_store(settings).await?;
     let key = signing_key(settings, store.as_ref()).await?;
@@ -206,6 +215,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         store,
         launcher,
         lifecycle,
+        policies,
         metrics,
         admin_token: settings.admin_token.clone().map(Arc::new),
         on_busy: settings.on_busy,
@@ -228,6 +238,25 @@ pub async fn serve_until(
 /// Serves until SIGTERM or Ctrl-C.
 pub async fn serve(listener: TcpListener, state: AppState) -> std::io::Result<()> {
     serve_until(listener, state, shutdown_signal()).await
+}
+
+/// `SIGHUP` reloads the policy files; a bad set keeps the old one.
+fn reload_policies_on_sighup(policies: Policies, dir: std::path::PathBuf) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP: policies reload only at start");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            match policies.reload(&dir) {
+                Ok(count) => tracing::info!(count, "policies reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "policy reload refused; the previous policies stay")
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -257,6 +286,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
                 setting: "CD_LISTEN",
                 reason: format!("cannot listen on {}: {error}", settings.listen),
             })?;
+    reload_policies_on_sighup(state.policies.clone(), settings.policy_dir.clone());
     tracing::info!(listen = %settings.listen, "enac-cd serving");
     serve(listener, state)
         .await

@@ -1,4 +1,5 @@
 use std::ffi::OsString;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,119 @@ enum Command {
     Serve(Box<Settings>),
     /// Deploy an app and follow its job until it ends.
     Deploy(DeployArgs),
+    /// Validate policy files, or explain which deployments a delivery or token matches.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Load every policy file of DIR (default `CD_POLICY_DIR`); non-zero on any error.
+    Check {
+        #[arg(env = "CD_POLICY_DIR", default_value = "./policies")]
+        dir: PathBuf,
+    },
+    /// Print which deployment ids match, and for each rule that does not, the first key that failed.
+    Explain(ExplainArgs),
+}
+
+#[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("subject").required(true).args(["github_event", "gitlab_event", "claims"])))]
+struct ExplainArgs {
+    /// Policy directory.
+    #[arg(long, env = "CD_POLICY_DIR", default_value = "./policies")]
+    dir: PathBuf,
+    /// A GitHub delivery of this event (`X-GitHub-Event`), with --payload.
+    #[arg(long, requires = "payload")]
+    github_event: Option<String>,
+    /// A GitLab delivery of this event (`X-Gitlab-Event`), with --payload.
+    #[arg(long, requires = "payload")]
+    gitlab_event: Option<String>,
+    /// The delivery: its JSON body, or a sample file `{"headers", "body"}`.
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// A JSON file of OIDC token claims.
+    #[arg(long)]
+    claims: Option<PathBuf>,
+    /// With --claims: the configured issuer name the token came from.
+    #[arg(long)]
+    issuer: Option<String>,
+}
+
+fn read_json(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|error| format!("{}: {error}", path.display()))?;
+    serde_json::from_str(&text).map_err(|error| format!("{}: not JSON: {error}", path.display()))
+}
+
+fn policy(command: PolicyCommand) -> ExitCode {
+    use enac_cd::policy::explain::{explain, payload_of, Subject};
+    use enac_cd::policy::{load_dir, Provider};
+    match command {
+        PolicyCommand::Check { dir } => ExitCode::from(enac_cd::policy::explain::check(&dir) as u8),
+        PolicyCommand::Explain(args) => {
+            let set = match load_dir(&args.dir) {
+                Ok(set) => set,
+                Err(error) => return fail(error),
+            };
+            let subject = match (
+                &args.github_event,
+                &args.gitlab_event,
+                &args.payload,
+                &args.claims,
+            ) {
+                (Some(event), _, Some(path), _) | (_, Some(event), Some(path), _) => {
+                    let provider = if args.github_event.is_some() {
+                        Provider::Github
+                    } else {
+                        Provider::Gitlab
+                    };
+                    match read_json(path) {
+                        Ok(document) => Subject::Webhook {
+                            provider,
+                            event: event.clone(),
+                            payload: payload_of(document),
+                        },
+                        Err(error) => return fail(error),
+                    }
+                }
+                (_, _, _, Some(path)) => match read_json(path) {
+                    Ok(claims) => Subject::Claims {
+                        issuer: args.issuer.clone(),
+                        claims,
+                    },
+                    Err(error) => return fail(error),
+                },
+                _ => {
+                    return fail(
+                        "give --github-event or --gitlab-event with --payload, or --claims",
+                    )
+                }
+            };
+            if let Subject::Webhook {
+                provider,
+                event,
+                payload,
+            } = &subject
+            {
+                if let Some(reason) =
+                    enac_cd::webhook::facts::never_deploys(*provider, event, payload)
+                {
+                    println!("never deploys: {reason}");
+                }
+            }
+            let (matched, lines) = explain(&set, &subject);
+            if matched.is_empty() {
+                println!("matching deployment ids: none");
+            } else {
+                println!("matching deployment ids: {}", matched.join(", "));
+            }
+            for line in lines {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }
 
 /// Bad settings stop the start with one line naming the setting.
@@ -62,6 +176,7 @@ fn main() -> ExitCode {
                 Err(error) => fail(error),
             }
         }
+        Command::Policy(command) => policy(command),
         Command::Deploy(args) => {
             let code = runtime.block_on(deploy(args));
             ExitCode::from(code as u8)

@@ -9,7 +9,11 @@ use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
 use crate::auth::bearer_matches;
+use crate::auth::webhook::SignatureError;
 use crate::jobs::{TokenError, TokenKind};
+use crate::metrics::DeliveryLabels;
+use crate::policy::Provider;
+use crate::webhook::{self, Refusal, VerifiedDelivery};
 use secrecy::ExposeSecret;
 
 /// A JSON body: content type checked (415), size capped by the route's body
@@ -150,5 +154,85 @@ where
                 Err(ApiError::Unauthorized("invalid callback token"))
             }
         }
+    }
+}
+
+/// Reads a webhook body (capped by the route's limit) and verifies it
+/// against the policy rules bound to its repository or project id.
+async fn signed_delivery(
+    request: Request,
+    state: &AppState,
+    provider: Provider,
+) -> Result<VerifiedDelivery, ApiError> {
+    let count = |result: &str| {
+        state
+            .metrics
+            .webhook_deliveries
+            .get_or_create(&DeliveryLabels {
+                provider: provider.as_str().to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+    };
+    let (parts, body) = request.into_parts();
+    let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                count("too_large");
+                ApiError::TooLarge
+            } else {
+                count("bad_request");
+                ApiError::BadRequest("cannot read request body".into())
+            }
+        })?;
+    webhook::verify(state.policies.current(), provider, &parts.headers, &bytes).map_err(|refusal| {
+        match refusal {
+            Refusal::Signature(error) => {
+                count("unauthorized");
+                state.metrics.refuse(match error {
+                    SignatureError::Missing => "webhook_signature_missing",
+                    SignatureError::Malformed => "webhook_signature_malformed",
+                    SignatureError::Mismatch => "webhook_signature_mismatch",
+                    SignatureError::Stale => "webhook_timestamp_stale",
+                });
+                ApiError::Unauthorized(match error {
+                    SignatureError::Missing => "missing signature",
+                    SignatureError::Malformed => "malformed signature",
+                    SignatureError::Mismatch => "signature does not match",
+                    SignatureError::Stale => "timestamp outside the 5-minute window",
+                })
+            }
+            other => {
+                count("bad_request");
+                ApiError::BadRequest(other.to_string())
+            }
+        }
+    })
+}
+
+/// A GitHub delivery whose `X-Hub-Signature-256` holds.
+pub struct GithubDelivery(pub VerifiedDelivery);
+
+impl FromRequest<AppState> for GithubDelivery {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        signed_delivery(request, state, Provider::Github)
+            .await
+            .map(GithubDelivery)
+    }
+}
+
+/// A GitLab delivery whose token or Standard Webhooks signature holds.
+pub struct GitlabDelivery(pub VerifiedDelivery);
+
+impl FromRequest<AppState> for GitlabDelivery {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        signed_delivery(request, state, Provider::Gitlab)
+            .await
+            .map(GitlabDelivery)
     }
 }

@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod legacy;
 mod ops;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ use crate::config::OnBusy;
 use crate::jobs::Lifecycle;
 use crate::launch::Launcher;
 use crate::metrics::{Metrics, RequestLabels};
+use crate::policy::Policies;
 use crate::store::Store;
 
 /// Body cap of the legacy and admin endpoints.
@@ -40,6 +42,7 @@ pub struct AppState {
     pub on_busy: OnBusy,
     /// `CD_MAX_OUTPUT`: a callback may carry at most about this much output.
     pub max_output: usize,
+    pub policies: Policies,
 }
 
 async fn not_found() -> ApiError {
@@ -78,6 +81,10 @@ pub fn router(state: AppState) -> Router {
     let callback = Router::new()
         .route("/set-job-status/", post(callback::set_job_status))
         .layer(DefaultBodyLimit::max(callback_limit));
+    let webhooks = Router::new()
+        .route("/webhooks/github", post(webhooks::github))
+        .route("/webhooks/gitlab", post(webhooks::gitlab))
+        .layer(DefaultBodyLimit::max(crate::webhook::BODY_LIMIT));
     Router::new()
         .route("/", get(ops::root))
         .route("/healthz", get(ops::healthz))
@@ -90,6 +97,7 @@ pub fn router(state: AppState) -> Router {
         .route("/load/", get(admin::load))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(callback)
+        .merge(webhooks)
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .with_state(state)

@@ -32,6 +32,8 @@ const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open");
 /// (created_at, job id), for the load and for purging.
 const INDEX: TableDefinition<(i64, &str), ()> = TableDefinition::new("index");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Remembered keys → Unix ms when they are forgotten.
+const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
 
 /// How often expired jobs are deleted (reads already ignore them).
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -169,6 +171,7 @@ impl EmbeddedStore {
             txn.open_table(OPEN).map_err(unavailable)?;
             txn.open_table(INDEX).map_err(unavailable)?;
             txn.open_table(META).map_err(unavailable)?;
+            txn.open_table(SEEN).map_err(unavailable)?;
             Ok(())
         })?;
         let store = EmbeddedStore {
@@ -239,6 +242,9 @@ fn purge(db: &Database) -> Result<(), StoreError> {
             index.remove((created, id.as_str())).map_err(unavailable)?;
             jobs.remove(id.as_str()).map_err(unavailable)?;
         }
+        let mut seen = txn.open_table(SEEN).map_err(unavailable)?;
+        seen.retain(|_, forget_at| forget_at > now)
+            .map_err(unavailable)?;
         Ok(())
     })
 }
@@ -453,6 +459,29 @@ impl Store for EmbeddedStore {
                 }
             }
             Ok(found)
+        })
+        .await
+    }
+
+    async fn remember(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let key = key.to_owned();
+        self.run(move |db, _| {
+            let mut first = false;
+            write(db, |txn| {
+                let mut seen = txn.open_table(SEEN).map_err(unavailable)?;
+                let now = now_ms();
+                let remembered = seen
+                    .get(key.as_str())
+                    .map_err(unavailable)?
+                    .is_some_and(|forget_at| forget_at.value() > now);
+                if !remembered {
+                    seen.insert(key.as_str(), now + ttl_ms)
+                        .map_err(unavailable)?;
+                    first = true;
+                }
+                Ok(())
+            })?;
+            Ok(first)
         })
         .await
     }

@@ -180,6 +180,10 @@ pub trait Store: Send + Sync + 'static {
     /// `(created_at, status)` of every job created at or after `since_ms`.
     async fn jobs_since(&self, since_ms: i64) -> Result<Vec<(i64, JobStatus)>, StoreError>;
 
+    /// Remembers `key` for `ttl_ms`; true the first time, false while it is
+    /// remembered (webhook deliveries already seen, OIDC token ids used).
+    async fn remember(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+
     /// Stores `proposed` as the signing key unless one exists; returns the kept key.
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError>;
 }

@@ -455,6 +455,19 @@ impl Store for RedisStore {
             .collect())
     }
 
+    async fn remember(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError> {
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(&format!("seen:{key}")))
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl_ms.max(1))
+            .query_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(set.is_some())
+    }
+
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError> {
         let key = self.key("signing-key");
         let (_, kept): (Option<String>, String) = redis::pipe()

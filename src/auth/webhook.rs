@@ -1,0 +1,220 @@
+//! Webhook signatures: GitHub's `X-Hub-Signature-256`, GitLab's Standard
+//! Webhooks `webhook-signature` and its plain `X-Gitlab-Token`. Every
+//! comparison is constant-time (the `hmac` crate's verify, `subtle`).
+
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+use super::bearer_matches;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// How far a Standard Webhooks timestamp may be from now.
+pub const TIMESTAMP_TOLERANCE_SECS: i64 = 5 * 60;
+
+/// Why a signed delivery was refused (the reason is shown to the sender).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("missing signature")]
+    Missing,
+    #[error("malformed signature")]
+    Malformed,
+    #[error("signature does not match")]
+    Mismatch,
+    #[error("timestamp outside the 5-minute window")]
+    Stale,
+}
+
+/// Checks `sha256=<hex>` over the raw body; SHA-1 (`sha1=`) is refused.
+pub fn verify_github(
+    secret: &[u8],
+    body: &[u8],
+    header: Option<&str>,
+) -> Result<(), SignatureError> {
+    let header = header.ok_or(SignatureError::Missing)?;
+    let hex_digest = header
+        .strip_prefix("sha256=")
+        .ok_or(SignatureError::Malformed)?;
+    let expected = hex::decode(hex_digest).map_err(|_| SignatureError::Malformed)?;
+    let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+    mac.update(body);
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
+}
+
+/// Checks a Standard Webhooks delivery: `webhook-signature` is a
+/// space-separated list of `v1,<base64>`, any of which may match
+/// HMAC-SHA256(key, "{id}.{timestamp}.{body}"); the timestamp must be within
+/// five minutes of `now` (Unix seconds).
+pub fn verify_standard(
+    key: &[u8],
+    id: Option<&str>,
+    timestamp: Option<&str>,
+    body: &[u8],
+    signatures: Option<&str>,
+    now: i64,
+) -> Result<(), SignatureError> {
+    let (Some(id), Some(timestamp), Some(signatures)) = (id, timestamp, signatures) else {
+        return Err(SignatureError::Missing);
+    };
+    let sent: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| SignatureError::Malformed)?;
+    if (now - sent).abs() > TIMESTAMP_TOLERANCE_SECS {
+        return Err(SignatureError::Stale);
+    }
+    let mut mac = HmacSha256::new_from_slice(key).map_err(|_| SignatureError::Mismatch)?;
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.trim().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    let mut any_v1 = false;
+    for signature in signatures.split_whitespace() {
+        let Some(encoded) = signature.strip_prefix("v1,") else {
+            continue;
+        };
+        any_v1 = true;
+        let Ok(candidate) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
+            continue;
+        };
+        if mac.clone().verify_slice(&candidate).is_ok() {
+            return Ok(());
+        }
+    }
+    Err(if any_v1 {
+        SignatureError::Mismatch
+    } else {
+        SignatureError::Malformed
+    })
+}
+
+/// Checks `X-Gitlab-Token` in constant time.
+pub fn verify_gitlab_token(expected: &str, header: Option<&str>) -> Result<(), SignatureError> {
+    let presented = header.ok_or(SignatureError::Missing)?;
+    if bearer_matches(presented, expected) {
+        Ok(())
+    } else {
+        Err(SignatureError::Mismatch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// GitHub's published example: secret "It's a Secret to Everybody",
+    /// payload "Hello, World!".
+    #[test]
+    fn github_published_test_vector() {
+        let header = "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17";
+        assert_eq!(
+            verify_github(
+                b"It's a Secret to Everybody",
+                b"Hello, World!",
+                Some(header)
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_github(
+                b"It's a Secret to Everybody",
+                b"Hello, World?",
+                Some(header)
+            ),
+            Err(SignatureError::Mismatch)
+        );
+    }
+
+    #[test]
+    fn github_refuses_sha1_missing_and_garbage() {
+        let secret = b"secret";
+        assert_eq!(
+            verify_github(secret, b"x", None),
+            Err(SignatureError::Missing)
+        );
+        assert_eq!(
+            verify_github(
+                secret,
+                b"x",
+                Some("sha1=0123456789abcdef0123456789abcdef01234567")
+            ),
+            Err(SignatureError::Malformed)
+        );
+        assert_eq!(
+            verify_github(secret, b"x", Some("sha256=zz")),
+            Err(SignatureError::Malformed)
+        );
+    }
+
+    fn sign_standard(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+        let mut mac = HmacSha256::new_from_slice(key).expect("key");
+        mac.update(format!("{id}.{timestamp}.").as_bytes());
+        mac.update(body);
+        let signature =
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+        format!("v1,{signature}")
+    }
+
+    #[test]
+    fn standard_webhooks_accept_any_matching_signature_in_the_window() {
+        let key = b"a key of some length";
+        let now = 1_700_000_000;
+        let good = sign_standard(key, "msg_1", now, b"{}");
+        let list = format!("v1,AAAA {good}");
+        assert_eq!(
+            verify_standard(
+                key,
+                Some("msg_1"),
+                Some(&now.to_string()),
+                b"{}",
+                Some(&list),
+                now
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            verify_standard(
+                key,
+                Some("msg_2"),
+                Some(&now.to_string()),
+                b"{}",
+                Some(&good),
+                now
+            ),
+            Err(SignatureError::Mismatch)
+        );
+        let old = now - TIMESTAMP_TOLERANCE_SECS - 1;
+        let stale = sign_standard(key, "msg_1", old, b"{}");
+        assert_eq!(
+            verify_standard(
+                key,
+                Some("msg_1"),
+                Some(&old.to_string()),
+                b"{}",
+                Some(&stale),
+                now
+            ),
+            Err(SignatureError::Stale)
+        );
+        assert_eq!(
+            verify_standard(key, None, Some(&now.to_string()), b"{}", Some(&good), now),
+            Err(SignatureError::Missing)
+        );
+    }
+
+    #[test]
+    fn gitlab_token_comparison() {
+        assert_eq!(verify_gitlab_token("token-123", Some("token-123")), Ok(()));
+        assert_eq!(
+            verify_gitlab_token("token-123", Some("token-124")),
+            Err(SignatureError::Mismatch)
+        );
+        assert_eq!(
+            verify_gitlab_token("token-123", None),
+            Err(SignatureError::Missing)
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Policy files (`CD_POLICY_DIR/*.toml`): which signed webhooks and OIDC job
+//! tokens may deploy which deployment id. Rules in a file are OR'd, keys in
+//! a rule AND'd, a list means any-of, a missing claim or field never matches.
+
+pub mod explain;
+mod load;
+mod rules;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+pub use load::{load_dir, load_dir_with, EnvLookup, PolicyError};
+pub use rules::{Mismatch, OidcRule, Provider, WebhookRule};
+
+use crate::config::OnBusy;
+
+/// One deployment's policy file.
+#[derive(Debug)]
+pub struct Policy {
+    pub file: PathBuf,
+    pub deployment_id: String,
+    pub on_busy: OnBusy,
+    pub oidc: Vec<OidcRule>,
+    pub webhooks: Vec<WebhookRule>,
+}
+
+/// Every loaded policy; replaced whole on reload.
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub policies: Vec<Policy>,
+}
+
+impl PolicySet {
+    /// Webhook rules of `provider` whose immutable id (`/repository/id` for
+    /// GitHub, `/project/id` for GitLab) equals `id`, with their policy.
+    pub fn webhook_candidates(
+        &self,
+        provider: Provider,
+        id: &serde_json::Value,
+    ) -> Vec<(&Policy, &WebhookRule)> {
+        self.policies
+            .iter()
+            .flat_map(|policy| policy.webhooks.iter().map(move |rule| (policy, rule)))
+            .filter(|(_, rule)| rule.provider == provider && rule.binds_id(id))
+            .collect()
+    }
+}
+
+/// The live policy set, shared by handlers and swapped by `SIGHUP`.
+#[derive(Clone, Default)]
+pub struct Policies {
+    current: Arc<RwLock<Arc<PolicySet>>>,
+}
+
+impl Policies {
+    pub fn new(set: PolicySet) -> Policies {
+        Policies {
+            current: Arc::new(RwLock::new(Arc::new(set))),
+        }
+    }
+
+    pub fn current(&self) -> Arc<PolicySet> {
+        Arc::clone(
+            &self
+                .current
+                .read()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        )
+    }
+
+    /// Replaces the whole set.
+    pub fn replace(&self, set: PolicySet) {
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(set);
+    }
+
+    /// Loads `dir` again; a bad set is refused and the old one kept.
+    pub fn reload(&self, dir: &Path) -> Result<usize, PolicyError> {
+        let set = load_dir(dir)?;
+        let count = set.policies.len();
+        self.replace(set);
+        Ok(count)
+    }
+}
