@@ -24,6 +24,7 @@ use rand::RngCore;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::auth::oidc::OidcVerifier;
 use crate::config::{LauncherKind, Settings};
 pub use crate::http::AppState;
 use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
@@ -173,8 +174,13 @@ fn read_apps_file(settings: &Settings) -> Result<Option<Vec<AppRecord>>, StartEr
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     settings.validate()?;
     let apps = read_apps_file(settings)?;
+    let issuer_names = settings
+        .issuers
+        .iter()
+        .map(|issuer| issuer.name.clone())
+        .collect();
     let policies = policy::load_dir(&settings.policy_dir)
-        .map(Policies::new)
+        .and_then(|set| Policies::new(set, issuer_names))
         .map_err(|error| config::SettingsError {
             setting: "CD_POLICY_DIR",
             reason: error.to_string(),
@@ -216,6 +222,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         launcher,
         lifecycle,
         policies,
+        oidc: Arc::new(OidcVerifier::new(settings.issuers.clone())),
         metrics,
         admin_token: settings.admin_token.clone().map(Arc::new),
         on_busy: settings.on_busy,

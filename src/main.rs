@@ -169,7 +169,11 @@ fn main() -> ExitCode {
         Err(error) => return fail(format!("cannot start the runtime: {error}")),
     };
     match cli.command {
-        Command::Serve(settings) => {
+        Command::Serve(mut settings) => {
+            match enac_cd::config::issuers_from(settings.config.as_deref()) {
+                Ok(issuers) => settings.issuers = issuers,
+                Err(error) => return fail(error),
+            }
             enac_cd::telemetry::init(settings.log_format);
             match runtime.block_on(enac_cd::run(*settings)) {
                 Ok(()) => ExitCode::SUCCESS,

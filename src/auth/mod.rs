@@ -1,5 +1,6 @@
 //! Who is asking: deployment secrets and bearer tokens compared in constant time.
 
+pub mod oidc;
 pub mod secret;
 pub mod webhook;
 

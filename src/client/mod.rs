@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use serde_json::{json, Value};
 
 /// Exit codes shared with the deployed GitHub Action.
@@ -16,14 +16,30 @@ pub const EXIT_TIMEOUT: i32 = 2;
 const RETRY_FOR: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OidcSource {
+    /// GitHub Actions (`permissions: id-token: write`).
+    Github,
+}
+
 #[derive(Clone, Debug, Args)]
 pub struct DeployArgs {
     /// Base URL of the enac-cd service.
     #[arg(long, env = "CD_URL")]
     pub url: String,
-    /// Deployment id to deploy; the secret is read from `DEPLOYMENT_SECRET`.
+    /// Deployment id to deploy. With a secret (`DEPLOYMENT_SECRET`) it is
+    /// required; with an OIDC token it may be left to the policies.
+    #[arg(long, required_unless_present_any = ["oidc", "oidc_token_env"])]
+    pub deployment_id: Option<String>,
+    /// Authenticate with the CI's OIDC job token instead of a secret.
+    #[arg(long, value_enum, conflicts_with = "oidc_token_env")]
+    pub oidc: Option<OidcSource>,
+    /// Read the OIDC token from this environment variable (GitLab `id_tokens`).
     #[arg(long)]
-    pub deployment_id: String,
+    pub oidc_token_env: Option<String>,
+    /// Audience asked for the GitHub token (the issuer's `audience` in enac-cd).
+    #[arg(long, default_value = "enac-cd")]
+    pub audience: String,
     /// Seconds between status polls.
     #[arg(long, default_value_t = 2)]
     pub interval: u64,
@@ -32,21 +48,30 @@ pub struct DeployArgs {
     pub timeout: u64,
 }
 
+/// How the client proves who it is.
+enum Credentials {
+    Secret(String),
+    /// An OIDC job token for starting; then the job's status token.
+    Token(String),
+}
+
 struct Deployer {
     http: reqwest::Client,
     base: String,
-    deployment_id: String,
-    secret: String,
+    deployment_id: Option<String>,
 }
 
 impl Deployer {
     /// POSTs JSON, retrying 5xx and connection errors for up to 10 s.
-    async fn call(&self, path: &str, body: &Value) -> Result<Value, String> {
+    async fn call(&self, path: &str, body: &Value, bearer: Option<&str>) -> Result<Value, String> {
         let url = format!("{}/{path}/", self.base);
         let started = Instant::now();
         loop {
-            let outcome = self.http.post(&url).json(body).send().await;
-            let retry_reason = match outcome {
+            let mut request = self.http.post(&url).json(body);
+            if let Some(token) = bearer {
+                request = request.bearer_auth(token);
+            }
+            let retry_reason = match request.send().await {
                 Ok(response) if response.status().is_server_error() => {
                     format!("HTTP {}", response.status())
                 }
@@ -70,16 +95,23 @@ impl Deployer {
         }
     }
 
-    async fn run(&self, interval: Duration) -> i32 {
-        println!(
-            "-> Asking for app-deploy of {} on {}",
-            self.deployment_id, self.base
-        );
-        let credentials = json!({
-            "deployment_id": self.deployment_id,
-            "deployment_secret": self.secret,
-        });
-        let started = match self.call("app-deploy", &credentials).await {
+    async fn run(&self, credentials: Credentials, interval: Duration) -> i32 {
+        let name = self
+            .deployment_id
+            .as_deref()
+            .unwrap_or("(chosen by policy)");
+        println!("-> Asking for app-deploy of {name} on {}", self.base);
+        let (body, bearer) = match &credentials {
+            Credentials::Secret(secret) => (
+                json!({"deployment_id": self.deployment_id, "deployment_secret": secret}),
+                None,
+            ),
+            Credentials::Token(token) => (
+                json!({"deployment_id": self.deployment_id}),
+                Some(token.as_str()),
+            ),
+        };
+        let started = match self.call("app-deploy", &body, bearer).await {
             Ok(answer) => answer,
             Err(error) => {
                 println!("! Error: {error}");
@@ -98,11 +130,22 @@ impl Deployer {
             return EXIT_ERROR;
         };
         println!("-> Job {job_id}");
-        let mut poll = credentials;
-        poll["job_id"] = json!(job_id);
+        // A secret keeps polling as the deployed action does; a token client
+        // polls with the job's own status token.
+        let (poll, poll_bearer) = match (&credentials, started["status_token"].as_str()) {
+            (Credentials::Token(_), Some(status_token)) => {
+                (json!({"job_id": job_id}), Some(status_token))
+            }
+            (Credentials::Token(token), None) => (json!({"job_id": job_id}), Some(token.as_str())),
+            (Credentials::Secret(_), _) => {
+                let mut poll = body.clone();
+                poll["job_id"] = json!(job_id);
+                (poll, None)
+            }
+        };
         let mut printed = String::new();
         loop {
-            let answer = match self.call("job-status", &poll).await {
+            let answer = match self.call("job-status", &poll, poll_bearer).await {
                 Ok(answer) => answer,
                 Err(error) => {
                     println!("! Error: {error}");
@@ -139,12 +182,57 @@ fn print_new_output(printed: &mut String, output: &str) {
     *printed = output.to_owned();
 }
 
+/// Asks the GitHub Actions runner for an OIDC token for `audience`.
+async fn github_token(http: &reqwest::Client, audience: &str) -> Result<String, String> {
+    let (Ok(url), Ok(bearer)) = (
+        std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL"),
+        std::env::var("ACTIONS_ID_TOKEN_REQUEST_TOKEN"),
+    ) else {
+        return Err(
+            "ACTIONS_ID_TOKEN_REQUEST_URL and ACTIONS_ID_TOKEN_REQUEST_TOKEN are not set \
+                    (the job needs `permissions: id-token: write`)"
+                .into(),
+        );
+    };
+    let answer: Value = http
+        .get(&url)
+        .query(&[("audience", audience)])
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|error| format!("cannot get the GitHub OIDC token: {error}"))?
+        .json()
+        .await
+        .map_err(|error| format!("cannot read the GitHub OIDC token: {error}"))?;
+    answer["value"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "the GitHub OIDC answer has no `value`".into())
+}
+
+async fn credentials(args: &DeployArgs, http: &reqwest::Client) -> Result<Credentials, String> {
+    if args.oidc == Some(OidcSource::Github) {
+        return github_token(http, &args.audience)
+            .await
+            .map(Credentials::Token);
+    }
+    if let Some(name) = &args.oidc_token_env {
+        return match std::env::var(name) {
+            Ok(token) if !token.trim().is_empty() => {
+                Ok(Credentials::Token(token.trim().to_owned()))
+            }
+            _ => Err(format!("{name} is not set")),
+        };
+    }
+    match std::env::var("DEPLOYMENT_SECRET") {
+        Ok(secret) => Ok(Credentials::Secret(secret)),
+        Err(_) => Err("DEPLOYMENT_SECRET is not set".into()),
+    }
+}
+
 /// Runs the client; returns the process exit code.
 pub async fn deploy(args: DeployArgs) -> i32 {
-    let Ok(secret) = std::env::var("DEPLOYMENT_SECRET") else {
-        println!("! Error: DEPLOYMENT_SECRET is not set");
-        return EXIT_ERROR;
-    };
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .user_agent(concat!("enac-cd/", env!("CARGO_PKG_VERSION")))
@@ -156,14 +244,25 @@ pub async fn deploy(args: DeployArgs) -> i32 {
             return EXIT_ERROR;
         }
     };
+    let credentials = match credentials(&args, &http).await {
+        Ok(credentials) => credentials,
+        Err(error) => {
+            println!("! Error: {error}");
+            return EXIT_ERROR;
+        }
+    };
     let deployer = Deployer {
         http,
         base: args.url.trim_end_matches('/').to_owned(),
         deployment_id: args.deployment_id,
-        secret,
     };
     let limit = Duration::from_secs(args.timeout);
-    match tokio::time::timeout(limit, deployer.run(Duration::from_secs(args.interval))).await {
+    match tokio::time::timeout(
+        limit,
+        deployer.run(credentials, Duration::from_secs(args.interval)),
+    )
+    .await
+    {
         Ok(code) => code,
         Err(_) => {
             println!(

@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use clap::{Args, Command};
 
 use super::{invalid, Settings, SettingsError};
+use crate::auth::oidc::{Issuer, IssuerFile};
 
 /// Returns `args` (the `serve` arguments, without the program name) with the
 /// config file's settings inserted in front of them.
@@ -34,7 +35,11 @@ pub fn merge_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, SettingsE
     let command = Settings::augment_args(Command::new("serve"));
     let mut merged = Vec::new();
     for (key, value) in &table {
-        // No section is known yet: a misspelt one must not be dropped silently.
+        // `[[issuer]]` is read by `issuers_from`; a misspelt section must not
+        // be dropped silently.
+        if key == "issuer" && is_array_of_tables(value) {
+            continue;
+        }
         if value.is_table() || is_array_of_tables(value) {
             return Err(invalid(
                 "CD_CONFIG",
@@ -73,6 +78,41 @@ pub fn merge_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, SettingsE
     }
     merged.extend(args);
     Ok(merged)
+}
+
+/// The `[[issuer]]` entries of the config file at `path`, validated.
+pub fn issuers_from(path: Option<&std::path::Path>) -> Result<Vec<Issuer>, SettingsError> {
+    let Some(path) = path else {
+        return Ok(Vec::new());
+    };
+    let bad = |reason: String| invalid("CD_CONFIG", format!("`{}`: {reason}", path.display()));
+    let text =
+        std::fs::read_to_string(path).map_err(|error| bad(format!("cannot read: {error}")))?;
+    #[derive(serde::Deserialize)]
+    struct Issuers {
+        #[serde(default)]
+        issuer: Vec<IssuerFile>,
+    }
+    // Only the issuer section matters here; the other keys were checked as flags.
+    let table: toml::Table = text
+        .parse()
+        .map_err(|error: toml::de::Error| bad(error.message().to_owned()))?;
+    let issuers_only: toml::Table = table
+        .into_iter()
+        .filter(|(key, _)| key == "issuer")
+        .collect();
+    let parsed: Issuers = issuers_only
+        .try_into()
+        .map_err(|error: toml::de::Error| bad(format!("[[issuer]]: {}", error.message())))?;
+    let mut issuers: Vec<Issuer> = Vec::new();
+    for raw in parsed.issuer {
+        let issuer = Issuer::from_file(raw).map_err(bad)?;
+        if issuers.iter().any(|seen| seen.name == issuer.name) {
+            return Err(bad(format!("issuer `{}` is defined twice", issuer.name)));
+        }
+        issuers.push(issuer);
+    }
+    Ok(issuers)
 }
 
 fn config_path(args: &[OsString]) -> Option<PathBuf> {

@@ -11,7 +11,7 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
-pub use file::merge_config_file;
+pub use file::{issuers_from, merge_config_file};
 
 /// What a trigger gets while its inventory already has a running job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
@@ -231,6 +231,10 @@ pub struct Settings {
         default_value = "text"
     )]
     pub log_format: LogFormat,
+
+    /// OIDC issuers: the `[[issuer]]` entries of the config file.
+    #[arg(skip)]
+    pub issuers: Vec<crate::auth::oidc::Issuer>,
 }
 
 /// A setting that parsed but cannot be used; its message names the setting.

@@ -27,6 +27,9 @@ pub enum ApiError {
     InvalidApps(Vec<AppProblem>),
     #[error("{0}")]
     Unauthorized(&'static str),
+    /// An OIDC token refused: the message names the failed check.
+    #[error("{0}")]
+    TokenRefused(String),
     #[error("{0}")]
     Forbidden(&'static str),
     #[error("{0}")]
@@ -54,7 +57,7 @@ impl ApiError {
             ApiError::Unprocessable(_) | ApiError::InvalidApps(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::TokenRefused(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,

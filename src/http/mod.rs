@@ -20,6 +20,7 @@ use secrecy::SecretString;
 
 pub use error::ApiError;
 
+use crate::auth::oidc::OidcVerifier;
 use crate::config::OnBusy;
 use crate::jobs::Lifecycle;
 use crate::launch::Launcher;
@@ -43,6 +44,7 @@ pub struct AppState {
     /// `CD_MAX_OUTPUT`: a callback may carry at most about this much output.
     pub max_output: usize,
     pub policies: Policies,
+    pub oidc: Arc<OidcVerifier>,
 }
 
 async fn not_found() -> ApiError {

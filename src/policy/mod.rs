@@ -46,17 +46,55 @@ impl PolicySet {
     }
 }
 
+impl PolicySet {
+    /// Policies with an `[[oidc]]` rule matching a verified token's claims.
+    pub fn oidc_matches(&self, issuer: &str, claims: &serde_json::Value) -> Vec<&Policy> {
+        self.policies
+            .iter()
+            .filter(|policy| {
+                policy
+                    .oidc
+                    .iter()
+                    .any(|rule| rule.check(issuer, claims).is_ok())
+            })
+            .collect()
+    }
+
+    /// Refuses rules naming an issuer that is not configured.
+    pub fn check_issuers(&self, configured: &[String]) -> Result<(), PolicyError> {
+        for policy in &self.policies {
+            for (index, rule) in policy.oidc.iter().enumerate() {
+                if !configured.contains(&rule.issuer) {
+                    return Err(PolicyError {
+                        file: policy.file.display().to_string(),
+                        message: format!(
+                            "`oidc[{index}].issuer`: \"{}\" is not a configured [[issuer]]",
+                            rule.issuer
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The live policy set, shared by handlers and swapped by `SIGHUP`.
 #[derive(Clone, Default)]
 pub struct Policies {
     current: Arc<RwLock<Arc<PolicySet>>>,
+    /// Names of the configured OIDC issuers rules may use.
+    issuers: Arc<Vec<String>>,
 }
 
 impl Policies {
-    pub fn new(set: PolicySet) -> Policies {
-        Policies {
+    /// The live set, checked against the configured issuer names.
+    pub fn new(set: PolicySet, issuers: Vec<String>) -> Result<Policies, PolicyError> {
+        set.check_issuers(&issuers)?;
+        Ok(Policies {
             current: Arc::new(RwLock::new(Arc::new(set))),
-        }
+            issuers: Arc::new(issuers),
+        })
     }
 
     pub fn current(&self) -> Arc<PolicySet> {
@@ -79,6 +117,7 @@ impl Policies {
     /// Loads `dir` again; a bad set is refused and the old one kept.
     pub fn reload(&self, dir: &Path) -> Result<usize, PolicyError> {
         let set = load_dir(dir)?;
+        set.check_issuers(&self.issuers)?;
         let count = set.policies.len();
         self.replace(set);
         Ok(count)

@@ -1,0 +1,549 @@
+//! OIDC job tokens (GitHub Actions, GitLab CI `id_tokens`): verified against
+//! the operator's `[[issuer]]` list only, with asymmetric algorithms, a key
+//! looked up by `kid` in that issuer's JWKS, and every claim check named in
+//! the refusal (never the expected value).
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use jsonwebtoken::jwk::{AlgorithmParameters, Jwk};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::config::units::parse_duration;
+use crate::jobs::{Trigger, TriggerKind};
+
+/// Unknown `kid`: at most one JWKS refetch a minute per issuer.
+const REFETCH_EVERY: Duration = Duration::from_secs(60);
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// A JWKS or discovery document larger than this is refused.
+const FETCH_LIMIT: usize = 256 * 1024;
+
+/// An `[[issuer]]` of the config file, as written.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerFile {
+    pub name: String,
+    pub iss: String,
+    pub jwks_uri: Option<String>,
+    pub audience: String,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<String>,
+    pub max_lifetime: Option<String>,
+}
+
+/// A validated issuer.
+#[derive(Clone, Debug)]
+pub struct Issuer {
+    pub name: String,
+    pub iss: String,
+    pub jwks_uri: Option<String>,
+    pub audience: String,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub max_lifetime: Duration,
+}
+
+fn is_asymmetric(algorithm: Algorithm) -> bool {
+    !matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    )
+}
+
+/// `https://`, or `http://` to a loopback address (local testing only).
+fn is_allowed_url(url: &str) -> bool {
+    if url.starts_with("https://") {
+        return true;
+    }
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest.split(['/', '?']).next().unwrap_or("");
+    let host = match host.rsplit_once(':') {
+        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Issuer {
+    /// Checks one `[[issuer]]`; the error names the key.
+    pub fn from_file(raw: IssuerFile) -> Result<Issuer, String> {
+        let name = raw.name.trim().to_owned();
+        if name.is_empty() {
+            return Err("`name` is empty".into());
+        }
+        let at = |key: &str| format!("issuer `{name}`: `{key}`");
+        if !is_allowed_url(&raw.iss) {
+            return Err(format!(
+                "{} must be https:// (http:// only on loopback)",
+                at("iss")
+            ));
+        }
+        if let Some(uri) = &raw.jwks_uri {
+            if !is_allowed_url(uri) {
+                return Err(format!(
+                    "{} must be https:// (http:// only on loopback)",
+                    at("jwks_uri")
+                ));
+            }
+        }
+        if raw.audience.trim().is_empty() {
+            return Err(format!("{} is required", at("audience")));
+        }
+        let names = raw.algorithms.unwrap_or_else(|| vec!["RS256".to_owned()]);
+        let mut algorithms = Vec::new();
+        for text in &names {
+            let algorithm: Algorithm = text
+                .parse()
+                .map_err(|_| format!("{} has an unknown algorithm `{text}`", at("algorithms")))?;
+            if !is_asymmetric(algorithm) {
+                return Err(format!(
+                    "{}: `{text}` is symmetric; only asymmetric algorithms are accepted",
+                    at("algorithms")
+                ));
+            }
+            algorithms.push(algorithm);
+        }
+        if algorithms.is_empty() {
+            return Err(format!("{} is empty", at("algorithms")));
+        }
+        let duration = |key: &str, value: Option<String>, default: Duration| match value {
+            None => Ok(default),
+            Some(text) => parse_duration(&text).map_err(|error| format!("{}: {error}", at(key))),
+        };
+        Ok(Issuer {
+            leeway: duration("leeway", raw.leeway, Duration::from_secs(30))?,
+            max_lifetime: duration("max_lifetime", raw.max_lifetime, Duration::from_secs(3600))?,
+            name,
+            iss: raw.iss,
+            jwks_uri: raw.jwks_uri,
+            audience: raw.audience,
+            algorithms,
+        })
+    }
+}
+
+/// Why a token was refused; [`OidcError::check`] names the failed check.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum OidcError {
+    #[error("malformed token")]
+    Malformed,
+    #[error("header `{0}` is not accepted")]
+    ForbiddenHeader(&'static str),
+    #[error("algorithm not accepted")]
+    Algorithm,
+    #[error("no `kid` in the header")]
+    MissingKid,
+    #[error("issuer not configured")]
+    Issuer,
+    #[error("unknown `kid`")]
+    UnknownKid,
+    #[error("issuer keys unavailable")]
+    Keys,
+    #[error("bad signature")]
+    Signature,
+    #[error("expired")]
+    Expired,
+    #[error("not yet valid (`nbf`)")]
+    NotYetValid,
+    #[error("audience does not match")]
+    Audience,
+    #[error("claim `{0}` is missing")]
+    MissingClaim(String),
+    #[error("lifetime (`exp` - `iat`) too long")]
+    Lifetime,
+    #[error("issued in the future (`iat`)")]
+    IssuedInFuture,
+}
+
+impl OidcError {
+    /// The metric label of the refusal.
+    pub fn check(&self) -> String {
+        match self {
+            OidcError::Malformed => "malformed".into(),
+            OidcError::ForbiddenHeader(name) => format!("header_{name}"),
+            OidcError::Algorithm => "algorithm".into(),
+            OidcError::MissingKid | OidcError::UnknownKid => "kid".into(),
+            OidcError::Issuer => "issuer".into(),
+            OidcError::Keys => "jwks".into(),
+            OidcError::Signature => "signature".into(),
+            OidcError::Expired => "exp".into(),
+            OidcError::NotYetValid => "nbf".into(),
+            OidcError::Audience => "aud".into(),
+            OidcError::MissingClaim(name) => format!("claim_{name}"),
+            OidcError::Lifetime => "lifetime".into(),
+            OidcError::IssuedInFuture => "iat".into(),
+        }
+    }
+}
+
+/// A token whose signature and claims hold.
+#[derive(Clone, Debug)]
+pub struct VerifiedToken {
+    /// The configured issuer's name.
+    pub issuer: String,
+    pub claims: Value,
+    /// Unix seconds.
+    pub exp: i64,
+    pub jti: Option<String>,
+}
+
+impl VerifiedToken {
+    pub fn subject(&self) -> &str {
+        self.claims.get("sub").and_then(Value::as_str).unwrap_or("")
+    }
+
+    /// GitHub tokens carry `repository_id`, GitLab ones `project_id`.
+    pub fn trigger(&self) -> Trigger {
+        let claim = |names: &[&str]| {
+            names.iter().find_map(|name| match self.claims.get(*name)? {
+                Value::String(text) => Some(text.clone()),
+                Value::Number(number) => Some(number.to_string()),
+                _ => None,
+            })
+        };
+        let kind = if self.claims.get("repository_id").is_some() {
+            TriggerKind::GithubOidc
+        } else {
+            TriggerKind::GitlabOidc
+        };
+        Trigger {
+            kind,
+            repository: claim(&["repository", "project_path"]),
+            git_ref: claim(&["ref"]),
+            sha: claim(&["sha"]),
+            actor: claim(&["actor", "user_login"]),
+            event: claim(&["event_name", "pipeline_source"]),
+            delivery_id: self.jti.clone(),
+        }
+    }
+}
+
+struct IssuerKeys {
+    issuer: Issuer,
+    keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
+    /// When the last fetch started; the lock also merges concurrent refetches.
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+}
+
+/// Verifies tokens of the configured issuers; keys are fetched lazily.
+pub struct OidcVerifier {
+    issuers: Vec<IssuerKeys>,
+    http: reqwest::Client,
+}
+
+fn segment(token: &str, index: usize) -> Result<Value, OidcError> {
+    let part = token.split('.').nth(index).ok_or(OidcError::Malformed)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(part.trim_end_matches('='))
+        .map_err(|_| OidcError::Malformed)?;
+    serde_json::from_slice(&bytes).map_err(|_| OidcError::Malformed)
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+impl OidcVerifier {
+    pub fn new(issuers: Vec<Issuer>) -> OidcVerifier {
+        let http = reqwest::Client::builder()
+            .timeout(FETCH_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap_or_default();
+        OidcVerifier {
+            issuers: issuers
+                .into_iter()
+                .map(|issuer| IssuerKeys {
+                    issuer,
+                    keys: RwLock::new(Arc::new(HashMap::new())),
+                    last_fetch: tokio::sync::Mutex::new(None),
+                })
+                .collect(),
+            http,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.issuers.is_empty()
+    }
+
+    /// Whether `token` claims to come from a configured issuer (unverified:
+    /// only to tell an OIDC token from the service's own tokens).
+    pub fn claims_known_issuer(&self, token: &str) -> bool {
+        segment(token, 1)
+            .ok()
+            .and_then(|payload| {
+                payload
+                    .get("iss")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            })
+            .is_some_and(|iss| self.issuers.iter().any(|keys| keys.issuer.iss == iss))
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, OidcError> {
+        if token.split('.').count() != 3 {
+            return Err(OidcError::Malformed);
+        }
+        let header = segment(token, 0)?;
+        let header = header.as_object().ok_or(OidcError::Malformed)?;
+        // Keys and key locations come from the operator's config, never the token.
+        for name in ["crit", "jku", "x5u", "jwk"] {
+            if header.contains_key(name) {
+                return Err(OidcError::ForbiddenHeader(name));
+            }
+        }
+        let algorithm: Algorithm = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .and_then(|alg| alg.parse().ok())
+            .ok_or(OidcError::Algorithm)?;
+        let kid = header
+            .get("kid")
+            .and_then(Value::as_str)
+            .ok_or(OidcError::MissingKid)?;
+        let payload = segment(token, 1)?;
+        let iss = payload
+            .get("iss")
+            .and_then(Value::as_str)
+            .ok_or_else(|| OidcError::MissingClaim("iss".into()))?;
+        let keys = self
+            .issuers
+            .iter()
+            .find(|keys| keys.issuer.iss == iss)
+            .ok_or(OidcError::Issuer)?;
+        let issuer = &keys.issuer;
+        if !issuer.algorithms.contains(&algorithm) {
+            return Err(OidcError::Algorithm);
+        }
+        let key = self.key(keys, kid).await?;
+
+        let mut validation = Validation::new(algorithm);
+        validation.algorithms = vec![algorithm];
+        validation.leeway = issuer.leeway.as_secs();
+        validation.validate_nbf = true;
+        validation.set_issuer(&[&issuer.iss]);
+        validation.set_audience(&[&issuer.audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
+        let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .map_err(|error| {
+                use jsonwebtoken::errors::ErrorKind;
+                match error.into_kind() {
+                    ErrorKind::ExpiredSignature => OidcError::Expired,
+                    ErrorKind::ImmatureSignature => OidcError::NotYetValid,
+                    ErrorKind::InvalidAudience => OidcError::Audience,
+                    ErrorKind::InvalidIssuer => OidcError::Issuer,
+                    ErrorKind::InvalidSignature => OidcError::Signature,
+                    ErrorKind::MissingRequiredClaim(claim) => OidcError::MissingClaim(claim),
+                    ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
+                        OidcError::Algorithm
+                    }
+                    _ => OidcError::Malformed,
+                }
+            })?
+            .claims;
+        let number = |name: &str| {
+            claims
+                .get(name)
+                .and_then(Value::as_i64)
+                .ok_or_else(|| OidcError::MissingClaim(name.to_owned()))
+        };
+        let (exp, iat) = (number("exp")?, number("iat")?);
+        if exp - iat > issuer.max_lifetime.as_secs() as i64 {
+            return Err(OidcError::Lifetime);
+        }
+        if iat > unix_now() + issuer.leeway.as_secs() as i64 {
+            return Err(OidcError::IssuedInFuture);
+        }
+        Ok(VerifiedToken {
+            issuer: issuer.name.clone(),
+            jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
+            claims,
+            exp,
+        })
+    }
+
+    /// The issuer's key `kid`; an unknown one triggers one refetch, at most
+    /// once a minute, merged with any refetch already under way.
+    async fn key(&self, keys: &IssuerKeys, kid: &str) -> Result<DecodingKey, OidcError> {
+        if let Some(key) = self.cached(keys, kid) {
+            return Ok(key);
+        }
+        let mut last_fetch = keys.last_fetch.lock().await;
+        if let Some(key) = self.cached(keys, kid) {
+            return Ok(key);
+        }
+        if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_EVERY) {
+            return Err(self.missing(keys));
+        }
+        *last_fetch = Some(Instant::now());
+        match self.fetch(&keys.issuer).await {
+            Ok(fetched) if !fetched.is_empty() => {
+                *keys
+                    .keys
+                    .write()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(fetched);
+                tracing::info!(issuer = %keys.issuer.name, "issuer keys fetched");
+            }
+            // Old keys are kept: a failed or empty fetch never empties the set.
+            Ok(_) => {
+                tracing::warn!(issuer = %keys.issuer.name, "issuer JWKS has no usable key; keeping the old keys")
+            }
+            Err(error) => {
+                tracing::warn!(issuer = %keys.issuer.name, %error, "cannot fetch issuer keys; keeping the old keys")
+            }
+        }
+        self.cached(keys, kid).ok_or_else(|| self.missing(keys))
+    }
+
+    fn cached(&self, keys: &IssuerKeys, kid: &str) -> Option<DecodingKey> {
+        keys.keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .get(kid)
+            .cloned()
+    }
+
+    fn missing(&self, keys: &IssuerKeys) -> OidcError {
+        let empty = keys
+            .keys
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .is_empty();
+        if empty {
+            OidcError::Keys
+        } else {
+            OidcError::UnknownKid
+        }
+    }
+
+    async fn get_json(&self, url: &str) -> Result<Value, String> {
+        let mut response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|error| error.to_string())?;
+        if !response.status().is_success() {
+            return Err(format!("{url}: HTTP {}", response.status()));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|error| error.to_string())? {
+            body.extend_from_slice(&chunk);
+            if body.len() > FETCH_LIMIT {
+                return Err(format!("{url}: larger than {FETCH_LIMIT} bytes"));
+            }
+        }
+        serde_json::from_slice(&body).map_err(|error| format!("{url}: {error}"))
+    }
+
+    async fn fetch(&self, issuer: &Issuer) -> Result<HashMap<String, DecodingKey>, String> {
+        let jwks_uri = match &issuer.jwks_uri {
+            Some(uri) => uri.clone(),
+            None => {
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.iss.trim_end_matches('/')
+                );
+                let document = self.get_json(&url).await?;
+                let uri = document
+                    .get("jwks_uri")
+                    .and_then(Value::as_str)
+                    .ok_or_else(|| format!("{url}: no jwks_uri"))?
+                    .to_owned();
+                if !is_allowed_url(&uri) {
+                    return Err(format!("{url}: jwks_uri is not https://"));
+                }
+                uri
+            }
+        };
+        let document = self.get_json(&jwks_uri).await?;
+        let listed = document
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or_else(|| format!("{jwks_uri}: no keys"))?;
+        let mut keys = HashMap::new();
+        for raw in listed {
+            // Keys this service cannot use (symmetric, unknown types) are skipped.
+            let Ok(jwk) = serde_json::from_value::<Jwk>(raw.clone()) else {
+                continue;
+            };
+            if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+                continue;
+            }
+            let (Some(kid), Ok(key)) = (jwk.common.key_id.clone(), DecodingKey::from_jwk(&jwk))
+            else {
+                continue;
+            };
+            keys.insert(kid, key);
+        }
+        Ok(keys)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer_file(iss: &str) -> IssuerFile {
+        IssuerFile {
+            name: "github".into(),
+            iss: iss.into(),
+            jwks_uri: None,
+            audience: "enac-cd".into(),
+            algorithms: None,
+            leeway: None,
+            max_lifetime: None,
+        }
+    }
+
+    #[test]
+    fn issuers_must_be_https_except_on_loopback() {
+        assert!(
+            Issuer::from_file(issuer_file("https://token.actions.githubusercontent.com")).is_ok()
+        );
+        assert!(Issuer::from_file(issuer_file("http://127.0.0.1:8080")).is_ok());
+        assert!(Issuer::from_file(issuer_file("http://localhost:8080/x")).is_ok());
+        let error =
+            Issuer::from_file(issuer_file("http://issuer.example.org")).expect_err("plain http");
+        assert!(error.contains("`iss`"), "{error}");
+        assert!(Issuer::from_file(issuer_file("http://127.0.0.1.example.org")).is_err());
+    }
+
+    #[test]
+    fn symmetric_algorithms_are_refused() {
+        let mut file = issuer_file("https://gitlab.example.org");
+        file.algorithms = Some(vec!["HS256".into()]);
+        assert!(Issuer::from_file(file)
+            .expect_err("HS256")
+            .contains("symmetric"));
+        let mut file = issuer_file("https://gitlab.example.org");
+        file.algorithms = Some(vec!["ES256".into(), "RS256".into()]);
+        let issuer = Issuer::from_file(file).expect("asymmetric");
+        assert_eq!(issuer.algorithms, vec![Algorithm::ES256, Algorithm::RS256]);
+        assert_eq!(issuer.leeway, Duration::from_secs(30));
+        assert_eq!(issuer.max_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn the_audience_is_required() {
+        let mut file = issuer_file("https://gitlab.example.org");
+        file.audience = " ".into();
+        assert!(Issuer::from_file(file)
+            .expect_err("no audience")
+            .contains("audience"));
+    }
+}
