@@ -90,6 +90,26 @@ impl RedisStore {
     fn connection(&self) -> ConnectionManager {
         self.connection.clone()
     }
+
+    /// Sets one field of an existing job (never creating one); with
+    /// `only_if_unset`, 1 if this call set it, 0 if it was already set.
+    async fn set_field(
+        &self,
+        job_id: &str,
+        field: &str,
+        value: &str,
+        only_if_unset: bool,
+    ) -> Result<i64, StoreError> {
+        self.scripts
+            .set_field
+            .key(self.job_key(job_id))
+            .arg(field)
+            .arg(value)
+            .arg(if only_if_unset { "1" } else { "0" })
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
 }
 
 /// Builds a job from its hash; `None` when the hash is empty (no such job).
@@ -364,33 +384,18 @@ impl Store for RedisStore {
     }
 
     async fn claim_launch(&self, job_id: &str, claimant: &str) -> Result<bool, StoreError> {
-        let set: i64 = self
-            .scripts
-            .set_field
-            .key(self.job_key(job_id))
-            .arg("launch_claim")
-            .arg(claimant)
-            .arg("1")
-            .invoke_async(&mut self.connection())
-            .await
-            .map_err(unavailable)?;
-        Ok(set == 1)
+        Ok(self
+            .set_field(job_id, "launch_claim", claimant, true)
+            .await?
+            == 1)
     }
 
     async fn record_launch(&self, job_id: &str, record: &LaunchRecord) -> Result<(), StoreError> {
         let json = serde_json::to_string(record)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
-        let _: i64 = self
-            .scripts
-            .set_field
-            .key(self.job_key(job_id))
-            .arg("launch")
-            .arg(json)
-            .arg("0")
-            .invoke_async(&mut self.connection())
+        self.set_field(job_id, "launch", &json, false)
             .await
-            .map_err(unavailable)?;
-        Ok(())
+            .map(|_| ())
     }
 
     async fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {
