@@ -18,6 +18,9 @@ use crate::jobs::{Trigger, TriggerKind};
 
 /// Unknown `kid`: at most one JWKS refetch a minute per issuer.
 const REFETCH_EVERY: Duration = Duration::from_secs(60);
+/// While an issuer has never answered (down at start), its keys are asked
+/// for more often: there is nothing cached to fall back on.
+const FIRST_FETCH_RETRY: Duration = Duration::from_secs(5);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWKS or discovery document larger than this is refused.
 const FETCH_LIMIT: usize = 256 * 1024;
@@ -386,7 +389,12 @@ impl OidcVerifier {
         if let Some(key) = self.cached(keys, kid) {
             return Ok(key);
         }
-        if last_fetch.is_some_and(|at| at.elapsed() < REFETCH_EVERY) {
+        let cooldown = if self.has_keys(keys) {
+            REFETCH_EVERY
+        } else {
+            FIRST_FETCH_RETRY
+        };
+        if last_fetch.is_some_and(|at| at.elapsed() < cooldown) {
             return Err(self.missing(keys));
         }
         *last_fetch = Some(Instant::now());
@@ -417,16 +425,19 @@ impl OidcVerifier {
             .cloned()
     }
 
-    fn missing(&self, keys: &IssuerKeys) -> OidcError {
-        let empty = keys
+    fn has_keys(&self, keys: &IssuerKeys) -> bool {
+        !keys
             .keys
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .is_empty();
-        if empty {
-            OidcError::Keys
-        } else {
+            .is_empty()
+    }
+
+    fn missing(&self, keys: &IssuerKeys) -> OidcError {
+        if self.has_keys(keys) {
             OidcError::UnknownKid
+        } else {
+            OidcError::Keys
         }
     }
 
