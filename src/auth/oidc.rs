@@ -195,8 +195,8 @@ pub struct VerifiedToken {
     /// The configured issuer's name.
     pub issuer: String,
     pub claims: Value,
-    /// Unix seconds.
-    pub exp: i64,
+    /// Unix seconds until which the token is accepted (`exp` + leeway).
+    pub accepted_until: i64,
     pub jti: Option<String>,
 }
 
@@ -375,7 +375,7 @@ impl OidcVerifier {
             issuer: issuer.name.clone(),
             jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
             claims,
-            exp,
+            accepted_until: exp + issuer.leeway.as_secs() as i64,
         })
     }
 

@@ -142,28 +142,27 @@ async fn oidc_start_request(
         };
         return Err(ApiError::TokenRefused(reason.into()));
     };
+    let app = state
+        .store
+        .app(&policy.deployment_id)
+        .await?
+        .ok_or(APP_NOT_FOUND)?;
     let Some(jti) = token.jti.clone() else {
         state.metrics.refuse("oidc_claim_jti");
         return Err(ApiError::TokenRefused(
             "OIDC token refused: claim `jti` is missing".into(),
         ));
     };
-    let lifetime_ms = (token.exp - now_ms() / 1000).max(1) * 1000;
-    if !state
-        .store
-        .remember(&format!("oidc-jti:{}:{jti}", token.issuer), lifetime_ms)
-        .await?
-    {
+    // Remembered as long as the token is accepted: leeway included, and the
+    // whole last second (expiry is checked in whole seconds).
+    let lifetime_ms = ((token.accepted_until + 1) * 1000 - now_ms()).max(1000);
+    let jti_key = format!("oidc-jti:{}:{jti}", token.issuer);
+    if !state.store.remember(&jti_key, lifetime_ms).await? {
         state.metrics.refuse("oidc_jti_replayed");
         return Err(ApiError::TokenRefused(
             "OIDC token refused: jti (token already used to start a job)".into(),
         ));
     }
-    let app = state
-        .store
-        .app(&policy.deployment_id)
-        .await?
-        .ok_or(APP_NOT_FOUND)?;
     tracing::info!(issuer = %token.issuer, subject = token.subject(), deployment_id = %app.deployment_id,
                    "OIDC token accepted");
     Ok(StartRequest {
