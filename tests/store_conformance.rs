@@ -1470,6 +1470,46 @@ async fn a_dropped_store_releases_its_file_at_once() {
     }
 }
 
+/// Output followed from a running program: appended to open jobs only,
+/// capped like any output, and never to a final or unknown job.
+async fn followed_output_is_appended_to_open_jobs_only(backend: Backend) {
+    let max = TRUNCATION_MARKER.len() + 40;
+    let harness = Harness::open(backend, limits_with(|l| l.max_output = max)).await;
+    let job = harness.started("inv").await;
+    let append = |text: &'static str| harness.store.append_output(&job.id, text);
+    assert!(append("line 1\n").await.expect("append"));
+    assert!(append("lïne 2\n").await.expect("append"));
+    let open = harness.existing(&job.id).await;
+    assert_eq!(open.output, "line 1\nlïne 2\n");
+    assert_eq!(
+        open.status,
+        JobStatus::Starting,
+        "appending changes no status"
+    );
+
+    let long = "0123456789abcdefghij0123456789abcdefghij-the-end\n";
+    assert!(append(long).await.expect("append"));
+    let expected = capped(&format!("line 1\nlïne 2\n{long}"), max);
+    assert_eq!(harness.existing(&job.id).await.output, expected);
+
+    harness.set_status(&job.id, JobStatus::Error).await;
+    assert!(
+        !append("too late\n").await.expect("append"),
+        "a final job takes no output"
+    );
+    assert_eq!(harness.existing(&job.id).await.output, expected);
+    assert!(!harness
+        .store
+        .append_output("01UNKNOWNJOB", "x")
+        .await
+        .expect("append"));
+    assert_eq!(
+        harness.job("01UNKNOWNJOB").await,
+        None,
+        "nothing is created"
+    );
+}
+
 macro_rules! conformance {
     (shared: [$($case:ident),* $(,)?], embedded_only: [$($only:ident),* $(,)?] $(,)?) => {
         mod redis {
@@ -1509,6 +1549,7 @@ conformance! {
         the_first_final_write_wins,
         output_is_replaced_or_appended,
         output_over_the_cap_keeps_the_newest_whole_characters,
+        followed_output_is_appended_to_open_jobs_only,
         updating_an_unknown_job_is_not_found,
         a_final_update_releases_the_lock,
         a_final_update_of_a_job_not_owning_the_lock_keeps_it,
