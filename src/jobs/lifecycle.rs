@@ -425,11 +425,10 @@ impl Lifecycle {
         };
         for (job_id, record) in labelled {
             match self.store.job(&job_id).await? {
-                Some(job) if !job.status.is_final() => {
-                    if job.launch.is_none() {
-                        self.store.record_launch(&job_id, &record).await?;
-                    }
+                Some(job) if !job.status.is_final() && job.launch.is_none() => {
+                    self.store.record_launch(&job_id, &record).await?;
                 }
+                Some(job) if !job.status.is_final() => {}
                 Some(_) => {
                     info!(job_id, "removing the program of a finished job");
                     self.launcher.cleanup(&record).await;

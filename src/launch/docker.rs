@@ -261,28 +261,6 @@ impl Utf8Chunks {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::Utf8Chunks;
-
-    #[test]
-    fn a_character_split_across_chunks_is_decoded_whole() {
-        let bytes = "déploy".as_bytes();
-        let mut text = Utf8Chunks::default();
-        let mut out = text.push(&bytes[..2]);
-        out.push_str(&text.push(&bytes[2..]));
-        out.push_str(&text.finish());
-        assert_eq!(out, "déploy");
-    }
-
-    #[test]
-    fn invalid_bytes_are_replaced_not_held() {
-        let mut text = Utf8Chunks::default();
-        assert_eq!(text.push(b"a\xffb"), "a\u{fffd}b");
-        assert_eq!(text.finish(), "");
-    }
-}
-
 fn container_id(record: &LaunchRecord) -> Result<&str, LaunchError> {
     match record {
         LaunchRecord::Docker { container_id } => Ok(container_id),
@@ -471,5 +449,27 @@ impl Launcher for DockerLauncher {
             .await
             .map(|_| ())
             .map_err(engine_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Chunks;
+
+    #[test]
+    fn a_character_split_across_chunks_is_decoded_whole() {
+        let bytes = "déploy".as_bytes();
+        let mut text = Utf8Chunks::default();
+        let mut out = text.push(&bytes[..2]);
+        out.push_str(&text.push(&bytes[2..]));
+        out.push_str(&text.finish());
+        assert_eq!(out, "déploy");
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_not_held() {
+        let mut text = Utf8Chunks::default();
+        assert_eq!(text.push(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(text.finish(), "");
     }
 }
