@@ -413,7 +413,8 @@ impl Lifecycle {
 
     /// Programs found by label: those of open jobs the store has no record
     /// of (a launch cut short) are recorded, so they are followed like the
-    /// others; those of final or forgotten jobs are removed.
+    /// others; those of this store's final jobs are removed. Containers of
+    /// jobs this store does not know belong to another service: untouched.
     async fn reconcile_labelled(&self) -> Result<(), StoreError> {
         let labelled = match self.launcher.labelled().await {
             Ok(labelled) => labelled,
@@ -424,15 +425,16 @@ impl Lifecycle {
         };
         for (job_id, record) in labelled {
             match self.store.job(&job_id).await? {
-                Some(job) if !job.status.is_final() => {
-                    if job.launch.is_none() {
-                        self.store.record_launch(&job_id, &record).await?;
-                    }
+                Some(job) if !job.status.is_final() && job.launch.is_none() => {
+                    self.store.record_launch(&job_id, &record).await?;
                 }
-                _ => {
+                Some(job) if !job.status.is_final() => {}
+                Some(_) => {
                     info!(job_id, "removing the program of a finished job");
                     self.launcher.cleanup(&record).await;
                 }
+                // Not a job of this store: another service's, left alone.
+                None => {}
             }
         }
         Ok(())

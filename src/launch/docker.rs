@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
-use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
@@ -141,11 +140,16 @@ impl DockerLauncher {
             ..Default::default()
         };
         let mut progress = docker.create_image(Some(options), None, self.credentials());
+        let failed = |reason: String| LaunchError::Start {
+            program: image.clone(),
+            reason: format!("pull failed: {reason}"),
+        };
         while let Some(step) = progress.next().await {
-            step.map_err(|error| LaunchError::Start {
-                program: image.clone(),
-                reason: format!("pull failed: {error}"),
-            })?;
+            let step = step.map_err(|error| failed(error.to_string()))?;
+            // Engines may report an error only as `errorDetail`.
+            if let Some(message) = step.error_detail.and_then(|detail| detail.message) {
+                return Err(failed(message));
+            }
         }
         Ok(())
     }
@@ -196,10 +200,16 @@ impl DockerLauncher {
                 ..Default::default()
             };
             let mut logs = docker.logs(&id, Some(options));
+            let mut text = Utf8Chunks::default();
             while let Some(Ok(chunk)) = logs.next().await {
-                if sink.send(log_text(chunk)).is_err() {
+                let decoded = text.push(&chunk.into_bytes());
+                if !decoded.is_empty() && sink.send(decoded).is_err() {
                     return;
                 }
+            }
+            let rest = text.finish();
+            if !rest.is_empty() {
+                let _ = sink.send(rest);
             }
         })
     }
@@ -212,16 +222,43 @@ impl DockerLauncher {
             ..Default::default()
         };
         let mut logs = docker.logs(id, Some(options));
+        let mut text = Utf8Chunks::default();
         let mut tail = String::new();
         while let Some(Ok(chunk)) = logs.next().await {
-            tail.push_str(&log_text(chunk));
+            tail.push_str(&text.push(&chunk.into_bytes()));
         }
+        tail.push_str(&text.finish());
         tail
     }
 }
 
-fn log_text(chunk: LogOutput) -> String {
-    String::from_utf8_lossy(&chunk.into_bytes()).into_owned()
+/// Decodes a byte stream cut anywhere into text: a character split across
+/// two chunks is held back until its end arrives.
+#[derive(Default)]
+struct Utf8Chunks {
+    pending: Vec<u8>,
+}
+
+impl Utf8Chunks {
+    fn push(&mut self, bytes: &[u8]) -> String {
+        self.pending.extend_from_slice(bytes);
+        let complete = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            // An incomplete character at the end waits; invalid bytes do not.
+            Err(error) if error.error_len().is_none() => error.valid_up_to(),
+            Err(_) => self.pending.len(),
+        };
+        let rest = self.pending.split_off(complete);
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending = rest;
+        text
+    }
+
+    fn finish(&mut self) -> String {
+        let text = String::from_utf8_lossy(&self.pending).into_owned();
+        self.pending.clear();
+        text
+    }
 }
 
 fn container_id(record: &LaunchRecord) -> Result<&str, LaunchError> {
@@ -412,5 +449,27 @@ impl Launcher for DockerLauncher {
             .await
             .map(|_| ())
             .map_err(engine_error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Utf8Chunks;
+
+    #[test]
+    fn a_character_split_across_chunks_is_decoded_whole() {
+        let bytes = "déploy".as_bytes();
+        let mut text = Utf8Chunks::default();
+        let mut out = text.push(&bytes[..2]);
+        out.push_str(&text.push(&bytes[2..]));
+        out.push_str(&text.finish());
+        assert_eq!(out, "déploy");
+    }
+
+    #[test]
+    fn invalid_bytes_are_replaced_not_held() {
+        let mut text = Utf8Chunks::default();
+        assert_eq!(text.push(b"a\xffb"), "a\u{fffd}b");
+        assert_eq!(text.finish(), "");
     }
 }

@@ -188,7 +188,10 @@ impl EmbeddedStore {
         };
         let db = Arc::downgrade(&self.db);
         runtime.spawn(async move {
-            let mut ticker = tokio::time::interval(PURGE_EVERY);
+            // The first tick waits a period: a store dropped soon after it
+            // opened must release its file at once.
+            let mut ticker =
+                tokio::time::interval_at(tokio::time::Instant::now() + PURGE_EVERY, PURGE_EVERY);
             loop {
                 ticker.tick().await;
                 // Stops once the store is dropped.
