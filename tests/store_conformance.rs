@@ -1510,6 +1510,52 @@ async fn followed_output_is_appended_to_open_jobs_only(backend: Backend) {
     );
 }
 
+/// Delivery ids and token ids: remembered once, forgotten after their time.
+async fn remember_is_true_once_until_forgotten(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    assert!(harness
+        .store
+        .remember("delivery-1", 60_000)
+        .await
+        .expect("remember"));
+    assert!(!harness
+        .store
+        .remember("delivery-1", 60_000)
+        .await
+        .expect("remember"));
+    assert!(harness
+        .store
+        .remember("delivery-2", 60_000)
+        .await
+        .expect("remember"));
+    assert!(harness
+        .store
+        .remember("short", 200)
+        .await
+        .expect("remember"));
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        if harness
+            .store
+            .remember("short", 200)
+            .await
+            .expect("remember")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < until,
+            "a remembered key was never forgotten"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(!harness
+        .store
+        .remember("delivery-1", 60_000)
+        .await
+        .expect("remember"));
+}
+
 macro_rules! conformance {
     (shared: [$($case:ident),* $(,)?], embedded_only: [$($only:ident),* $(,)?] $(,)?) => {
         mod redis {
@@ -1550,6 +1596,7 @@ conformance! {
         output_is_replaced_or_appended,
         output_over_the_cap_keeps_the_newest_whole_characters,
         followed_output_is_appended_to_open_jobs_only,
+        remember_is_true_once_until_forgotten,
         updating_an_unknown_job_is_not_found,
         a_final_update_releases_the_lock,
         a_final_update_of_a_job_not_owning_the_lock_keeps_it,
