@@ -83,6 +83,7 @@ fn embedded_env(data_dir: &Path, addr: SocketAddr) -> Vec<(&'static str, String)
         ("CD_DATA_DIR", data_dir.display().to_string()),
         ("CD_ADMIN_TOKEN", ADMIN_TOKEN.into()),
         ("CD_PUBLIC_URL", format!("http://{addr}")),
+        ("CD_POLICY_DIR", NO_POLICIES.into()),
     ]
 }
 

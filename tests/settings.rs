@@ -10,7 +10,9 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_port, serve_env, RedisServer, ServiceProcess, ADMIN_TOKEN};
+use common::{
+    eventually, free_port, serve_env, RedisServer, ServiceProcess, ADMIN_TOKEN, NO_POLICIES,
+};
 use serde_json::Value;
 
 /// A refused start must end within this (Redis retries excepted).
@@ -29,6 +31,7 @@ fn serve_command(envs: &[(&str, String)], args: &[&str]) -> Command {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("CD_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("CD_POLICY_DIR", NO_POLICIES)
         .stdin(Stdio::null());
     for (name, value) in envs {
         command.env(name, value);

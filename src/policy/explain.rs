@@ -78,6 +78,10 @@ pub fn explain(set: &PolicySet, subject: &Subject) -> (Vec<String>, Vec<String>)
 
 /// `policy check`: 0 when every file loads, 1 otherwise.
 pub fn check(dir: &Path) -> i32 {
+    if !dir.is_dir() {
+        eprintln!("error: {}: no such directory", dir.display());
+        return 1;
+    }
     match load_dir(dir) {
         Ok(set) => {
             for policy in &set.policies {

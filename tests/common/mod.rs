@@ -13,6 +13,10 @@ use clap::Parser;
 use enac_cd::config::Settings;
 use serde_json::{json, Value};
 
+/// A policy directory that does not exist: no policies (the repository's
+/// `policies/` examples would need their secrets).
+pub const NO_POLICIES: &str = "/nonexistent/enac-cd-test-policies";
+
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const SECRET: &str = "secret-of-app-one-0123";
 
@@ -103,8 +107,9 @@ impl Drop for RedisServer {
     }
 }
 
-/// Settings as `serve` would parse them from flags.
+/// Settings as `serve` would parse them from flags (a later flag wins).
 #[derive(Parser)]
+#[command(args_override_self = true)]
 struct SettingsParser {
     #[command(flatten)]
     settings: Settings,
@@ -132,6 +137,9 @@ pub fn settings_for(backend: &Backend, extra: &[&str], data_dir: &std::path::Pat
         format!("--admin-token={ADMIN_TOKEN}"),
         format!("--data-dir={}", data_dir.display()),
         "--env=test".to_owned(),
+        // The repository's example policies need their secrets in the
+        // environment: tests load policies of their own.
+        format!("--policy-dir={}", data_dir.join("policies").display()),
     ]);
     args.extend(extra.iter().map(|arg| arg.to_string()));
     SettingsParser::try_parse_from(args)
@@ -299,7 +307,10 @@ pub struct ServiceProcess {
 impl ServiceProcess {
     pub fn start(envs: &[(&str, String)], addr: SocketAddr) -> ServiceProcess {
         let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
-        command.arg("serve").env("CD_LISTEN", addr.to_string());
+        command
+            .arg("serve")
+            .env("CD_LISTEN", addr.to_string())
+            .env("CD_POLICY_DIR", NO_POLICIES);
         for (name, value) in envs {
             command.env(name, value);
         }
