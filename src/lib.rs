@@ -174,6 +174,10 @@ fn read_apps_file(settings: &Settings) -> Result<Option<Vec<AppRecord>>, StartEr
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     settings.validate()?;
     let apps = read_apps_file(settings)?;
+    if !settings.policy_dir.is_dir() {
+        tracing::warn!(dir = %settings.policy_dir.display(),
+                       "CD_POLICY_DIR does not exist: no webhook or OIDC policy is loaded");
+    }
     let issuer_names = settings
         .issuers
         .iter()
