@@ -1511,33 +1511,48 @@ async fn followed_output_is_appended_to_open_jobs_only(backend: Backend) {
 }
 
 /// Delivery ids and token ids: remembered once, forgotten after their time.
+async fn remember_is_all_or_nothing(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let remember = |keys: &'static [&'static str]| harness.store.remember(keys, 60_000);
+    assert!(remember(&["body-1", "delivery-1"]).await.expect("remember"));
+    assert!(
+        !remember(&["body-2", "delivery-1"]).await.expect("remember"),
+        "a seen key"
+    );
+    assert!(
+        remember(&["body-2"]).await.expect("remember"),
+        "a refused call remembers nothing"
+    );
+    assert!(!remember(&["body-1"]).await.expect("remember"));
+}
+
 async fn remember_is_true_once_until_forgotten(backend: Backend) {
     let harness = Harness::open(backend, LONG).await;
     assert!(harness
         .store
-        .remember("delivery-1", 60_000)
+        .remember(&["delivery-1"], 60_000)
         .await
         .expect("remember"));
     assert!(!harness
         .store
-        .remember("delivery-1", 60_000)
+        .remember(&["delivery-1"], 60_000)
         .await
         .expect("remember"));
     assert!(harness
         .store
-        .remember("delivery-2", 60_000)
+        .remember(&["delivery-2"], 60_000)
         .await
         .expect("remember"));
     assert!(harness
         .store
-        .remember("short", 200)
+        .remember(&["short"], 200)
         .await
         .expect("remember"));
     let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
         if harness
             .store
-            .remember("short", 200)
+            .remember(&["short"], 200)
             .await
             .expect("remember")
         {
@@ -1551,7 +1566,7 @@ async fn remember_is_true_once_until_forgotten(backend: Backend) {
     }
     assert!(!harness
         .store
-        .remember("delivery-1", 60_000)
+        .remember(&["delivery-1"], 60_000)
         .await
         .expect("remember"));
 }
@@ -1597,6 +1612,7 @@ conformance! {
         output_over_the_cap_keeps_the_newest_whole_characters,
         followed_output_is_appended_to_open_jobs_only,
         remember_is_true_once_until_forgotten,
+        remember_is_all_or_nothing,
         updating_an_unknown_job_is_not_found,
         a_final_update_releases_the_lock,
         a_final_update_of_a_job_not_owning_the_lock_keeps_it,

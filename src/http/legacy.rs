@@ -157,7 +157,7 @@ async fn oidc_start_request(
     // whole last second (expiry is checked in whole seconds).
     let lifetime_ms = ((token.accepted_until + 1) * 1000 - now_ms()).max(1000);
     let jti_key = format!("oidc-jti:{}:{jti}", token.issuer);
-    if !state.store.remember(&jti_key, lifetime_ms).await? {
+    if !state.store.remember(&[&jti_key], lifetime_ms).await? {
         state.metrics.refuse("oidc_jti_replayed");
         return Err(ApiError::TokenRefused(
             "OIDC token refused: jti (token already used to start a job)".into(),

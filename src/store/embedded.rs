@@ -252,6 +252,24 @@ fn purge(db: &Database) -> Result<(), StoreError> {
     })
 }
 
+/// Whether any of `keys` is still remembered.
+fn any_held(
+    seen: &impl ReadableTable<&'static str, i64>,
+    keys: &[String],
+) -> Result<bool, StoreError> {
+    let now = now_ms();
+    for key in keys {
+        let held = seen
+            .get(key.as_str())
+            .map_err(unavailable)?
+            .is_some_and(|forget_at| forget_at.value() > now);
+        if held {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn read_app(
     apps: &impl ReadableTable<&'static str, &'static str>,
     deployment_id: &str,
@@ -466,22 +484,26 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn remember(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError> {
-        let key = key.to_owned();
+    async fn remember(&self, keys: &[&str], ttl_ms: i64) -> Result<bool, StoreError> {
+        let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
         self.run(move |db, _| {
+            // A replay is answered from a read, without a durable write.
+            let read = db.begin_read().map_err(unavailable)?;
+            if any_held(&read.open_table(SEEN).map_err(unavailable)?, &keys)? {
+                return Ok(false);
+            }
             let mut first = false;
             write(db, |txn| {
                 let mut seen = txn.open_table(SEEN).map_err(unavailable)?;
-                let now = now_ms();
-                let remembered = seen
-                    .get(key.as_str())
-                    .map_err(unavailable)?
-                    .is_some_and(|forget_at| forget_at.value() > now);
-                if !remembered {
-                    seen.insert(key.as_str(), now + ttl_ms)
-                        .map_err(unavailable)?;
-                    first = true;
+                // Checked again inside the write: another request may have won.
+                if any_held(&seen, &keys)? {
+                    return Ok(());
                 }
+                let forget_at = now_ms() + ttl_ms;
+                for key in &keys {
+                    seen.insert(key.as_str(), forget_at).map_err(unavailable)?;
+                }
+                first = true;
                 Ok(())
             })?;
             Ok(first)

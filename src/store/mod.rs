@@ -180,9 +180,10 @@ pub trait Store: Send + Sync + 'static {
     /// `(created_at, status)` of every job created at or after `since_ms`.
     async fn jobs_since(&self, since_ms: i64) -> Result<Vec<(i64, JobStatus)>, StoreError>;
 
-    /// Remembers `key` for `ttl_ms`; true the first time, false while it is
-    /// remembered (webhook deliveries already seen, OIDC token ids used).
-    async fn remember(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Remembers `keys` for `ttl_ms` (webhook deliveries seen, OIDC token ids
+    /// used): true if none was remembered yet; false, and nothing changed,
+    /// if any still is.
+    async fn remember(&self, keys: &[&str], ttl_ms: i64) -> Result<bool, StoreError>;
 
     /// Stores `proposed` as the signing key unless one exists; returns the kept key.
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError>;

@@ -26,6 +26,7 @@ struct Scripts {
     promote_queued: Script,
     set_field: Script,
     append: Script,
+    remember: Script,
 }
 
 impl Scripts {
@@ -37,6 +38,7 @@ impl Scripts {
             promote_queued: with_common(include_str!("lua/promote_queued.lua")),
             set_field: Script::new(include_str!("lua/set_field.lua")),
             append: with_common(include_str!("lua/append.lua")),
+            remember: Script::new(include_str!("lua/remember.lua")),
         }
     }
 }
@@ -460,17 +462,17 @@ impl Store for RedisStore {
             .collect())
     }
 
-    async fn remember(&self, key: &str, ttl_ms: i64) -> Result<bool, StoreError> {
-        let set: Option<String> = redis::cmd("SET")
-            .arg(self.key(&format!("seen:{key}")))
-            .arg(1)
-            .arg("NX")
-            .arg("PX")
+    async fn remember(&self, keys: &[&str], ttl_ms: i64) -> Result<bool, StoreError> {
+        let mut invocation = self.scripts.remember.prepare_invoke();
+        for key in keys {
+            invocation.key(self.key(&format!("seen:{key}")));
+        }
+        let first: i64 = invocation
             .arg(ttl_ms.max(1))
-            .query_async(&mut self.connection())
+            .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
-        Ok(set.is_some())
+        Ok(first == 1)
     }
 
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError> {

@@ -214,12 +214,8 @@ pub async fn process(
     if let Some(key) = facts::pipeline_key(&delivery) {
         keys.push(key);
     }
-    let mut first_time = true;
-    for key in &keys {
-        // Every key is remembered, even after one was already seen.
-        first_time &= store.remember(key, DEDUPE_TTL_MS).await?;
-    }
-    if !first_time {
+    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+    if !store.remember(&keys, DEDUPE_TTL_MS).await? {
         return Ok(Outcome::Duplicate);
     }
     if let Some(reason) =
