@@ -174,10 +174,6 @@ fn read_apps_file(settings: &Settings) -> Result<Option<Vec<AppRecord>>, StartEr
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     settings.validate()?;
     let apps = read_apps_file(settings)?;
-    if !settings.policy_dir.is_dir() {
-        tracing::warn!(dir = %settings.policy_dir.display(),
-                       "CD_POLICY_DIR does not exist: no webhook or OIDC policy is loaded");
-    }
     let issuer_names = settings
         .issuers
         .iter()
@@ -299,6 +295,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             })?;
     reload_policies_on_sighup(state.policies.clone(), settings.policy_dir.clone());
     tracing::info!(listen = %settings.listen, "enac-cd serving");
+    // Said once serving, so that a refused start stays one line on stderr.
+    if !settings.policy_dir.is_dir() {
+        tracing::warn!(dir = %settings.policy_dir.display(),
+                       "CD_POLICY_DIR does not exist: no webhook or OIDC policy is loaded");
+    }
     serve(listener, state)
         .await
         .map_err(|error| StartError::Unreachable {

@@ -13,9 +13,9 @@ use clap::Parser;
 use enac_cd::config::Settings;
 use serde_json::{json, Value};
 
-/// A policy directory that does not exist: no policies (the repository's
-/// `policies/` examples would need their secrets).
-pub const NO_POLICIES: &str = "/nonexistent/enac-cd-test-policies";
+/// An empty policy directory (the repository's `policies/` examples would
+/// need their secrets).
+pub const NO_POLICIES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/no-policies");
 
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 pub const SECRET: &str = "secret-of-app-one-0123";
@@ -139,7 +139,7 @@ pub fn settings_for(backend: &Backend, extra: &[&str], data_dir: &std::path::Pat
         "--env=test".to_owned(),
         // The repository's example policies need their secrets in the
         // environment: tests load policies of their own.
-        format!("--policy-dir={}", data_dir.join("policies").display()),
+        format!("--policy-dir={NO_POLICIES}"),
     ]);
     args.extend(extra.iter().map(|arg| arg.to_string()));
     SettingsParser::try_parse_from(args)
