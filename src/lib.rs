@@ -285,7 +285,8 @@ async fn shutdown_signal() {
 
 /// `enac-cd serve`: build, bind, serve.
 pub async fn run(settings: Settings) -> Result<(), StartError> {
-    let state = build_state(&settings).await?;
+    settings.validate()?;
+    // Bound first: a taken port is refused before anything is logged.
     let listener =
         TcpListener::bind(settings.listen)
             .await
@@ -293,6 +294,7 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
                 setting: "CD_LISTEN",
                 reason: format!("cannot listen on {}: {error}", settings.listen),
             })?;
+    let state = build_state(&settings).await?;
     reload_policies_on_sighup(state.policies.clone(), settings.policy_dir.clone());
     tracing::info!(listen = %settings.listen, "enac-cd serving");
     // Said once serving, so that a refused start stays one line on stderr.
