@@ -237,9 +237,13 @@ pub async fn serve_until(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let lifecycle = Arc::clone(&state.lifecycle);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
-        .await
+        .await?;
+    // A job claimed for launch must not be left half-launched.
+    lifecycle.finish_launches(Duration::from_secs(30)).await;
+    Ok(())
 }
 
 /// Serves until SIGTERM or Ctrl-C.

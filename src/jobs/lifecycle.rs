@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::{now_ms, Job, JobStatus, NewJob, TokenKind, TokenSigner, Trigger};
@@ -88,6 +89,7 @@ pub struct Lifecycle {
     metrics: Metrics,
     /// Jobs whose program this instance is watching.
     watched: Mutex<HashSet<String>>,
+    launches: TaskTracker,
 }
 
 /// Pause that lets a burst of output lines gather into one store write.
@@ -121,6 +123,7 @@ impl Lifecycle {
             config,
             metrics,
             watched: Mutex::new(HashSet::new()),
+            launches: TaskTracker::new(),
         })
     }
 
@@ -232,9 +235,28 @@ impl Lifecycle {
         }
     }
 
+    /// Launches are tracked so that a graceful stop waits for them: a job
+    /// claimed but not yet recorded would otherwise be left in between.
     fn spawn_launch(self: &Arc<Self>, job: Job) {
         let this = Arc::clone(self);
-        tokio::spawn(async move { this.launch(job).await });
+        self.launches.spawn(async move {
+            if let Some((job_id, started_at, record)) = this.launch(job).await {
+                let watcher = Arc::clone(&this);
+                tokio::spawn(async move { watcher.watch(job_id, started_at, record, false).await });
+            }
+        });
+    }
+
+    /// Waits (at most `limit`) for launches under way; new ones still start.
+    pub async fn finish_launches(&self, limit: Duration) {
+        self.launches.close();
+        if tokio::time::timeout(limit, self.launches.wait())
+            .await
+            .is_err()
+        {
+            warn!("launches still under way at shutdown");
+        }
+        self.launches.reopen();
     }
 
     fn spec_for(&self, job: &Job) -> LaunchSpec {
@@ -274,17 +296,18 @@ impl Lifecycle {
         }
     }
 
-    async fn launch(self: Arc<Self>, job: Job) {
+    /// Claims, launches and records a job; what to watch, if it started.
+    async fn launch(self: &Arc<Self>, job: Job) -> Option<(String, i64, LaunchRecord)> {
         match self
             .store
             .claim_launch(&job.id, &self.config.instance)
             .await
         {
             Ok(true) => {}
-            Ok(false) => return,
+            Ok(false) => return None,
             Err(error) => {
                 error!(job_id = %job.id, %error, "cannot claim job launch");
-                return;
+                return None;
             }
         }
         let spec = self.spec_for(&job);
@@ -292,7 +315,7 @@ impl Lifecycle {
             Ok(record) => record,
             Err(error) => {
                 self.fail(&job.id, &format!("launch failed: {error}")).await;
-                return;
+                return None;
             }
         };
         if let Err(error) = self.store.record_launch(&job.id, &record).await {
@@ -300,7 +323,7 @@ impl Lifecycle {
         }
         info!(job_id = %job.id, inventory = %job.inventory, "job launched");
         let started_at = job.started_at.unwrap_or(job.created_at);
-        self.watch(job.id, started_at, record, false).await;
+        Some((job.id, started_at, record))
     }
 
     /// Follows a launched program until it exits or its job times out;
