@@ -125,6 +125,7 @@ env "${store_env[@]}" \
   CD_PROCESS_COMMAND=$root/tests/fixtures/fake-ansible \
   CD_DATA_DIR=$work/data \
   CD_APPS_FILE=$work/apps.json \
+  CD_POLICY_DIR=$root/tests/fixtures/no-policies \
   "$binary" serve >"$work/service.log" 2>&1 &
 service_pid=$!
 if ! wait_for 20 "enac-cd to answer GET /" curl -fsS "$base/"; then
