@@ -12,12 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
-for tool in wrk openssl python3 curl; do
-  if ! command -v "$tool" >/dev/null 2>&1; then
-    echo "bench-oidc: $tool is missing; install it with: apt-get install $tool" >&2
-    exit 1
-  fi
-done
+bench_name=bench-oidc
+source scripts/bench-lib.sh
+need wrk openssl python3 curl
 
 work=$(mktemp -d)
 pids=()
@@ -27,17 +24,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-wait_for() { # seconds what command...
-  local until=$((SECONDS + $1)) what=$2
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    if ((SECONDS >= until)); then echo "bench-oidc: timed out waiting for $what" >&2; return 1; fi
-    sleep 0.1
-  done
-}
 b64url() { openssl base64 -A | tr '+/' '-_' | tr -d '='; }
 
 echo "== cargo build --release"
