@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::config::units::parse_duration;
-use crate::jobs::{Trigger, TriggerKind};
+use crate::jobs::{unix_now, Trigger, TriggerKind};
 
 /// Unknown `kid`: at most one JWKS refetch a minute per issuer.
 const REFETCH_EVERY: Duration = Duration::from_secs(60);
@@ -250,13 +250,6 @@ fn segment(token: &str, index: usize) -> Result<Value, OidcError> {
         .decode(part.trim_end_matches('='))
         .map_err(|_| OidcError::Malformed)?;
     serde_json::from_slice(&bytes).map_err(|_| OidcError::Malformed)
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 impl OidcVerifier {

@@ -10,7 +10,7 @@ use super::{ApiError, AppState};
 use crate::auth::oidc::VerifiedToken;
 use crate::auth::SecretDigest;
 use crate::jobs::{
-    now_ms, Job, JobStatus, LifecycleError, StartRequest, Started, TokenError, TokenKind, Trigger,
+    now_ms, Job, JobStatus, LifecycleError, StartRequest, TokenError, TokenKind, Trigger,
     TriggerKind,
 };
 use crate::store::AppRecord;
@@ -72,9 +72,7 @@ pub async fn app_deploy(
         }
         Err(LifecycleError::Store(error)) => return Err(error.into()),
     };
-    let job = match started {
-        Started::New(job) | Started::Queued(job) | Started::Joined(job) => job,
-    };
+    let job = started.into_job();
     let status_token = state.lifecycle.status_token(&job.id);
     Ok(Json(JobView {
         status_token: Some(status_token),
@@ -153,9 +151,10 @@ async fn oidc_start_request(
             "OIDC token refused: claim `jti` is missing".into(),
         ));
     };
-    // Remembered as long as the token is accepted: leeway included, and the
-    // whole last second (expiry is checked in whole seconds).
-    let lifetime_ms = ((token.accepted_until + 1) * 1000 - now_ms()).max(1000);
+    // Remembered as long as the token is accepted: leeway included, the
+    // whole last second (expiry is checked in whole seconds), and one more
+    // second for a token verified just before that second ended.
+    let lifetime_ms = ((token.accepted_until + 2) * 1000 - now_ms()).max(1000);
     let jti_key = format!("oidc-jti:{}:{jti}", token.issuer);
     if !state.store.remember(&[&jti_key], lifetime_ms).await? {
         state.metrics.refuse("oidc_jti_replayed");

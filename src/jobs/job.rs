@@ -110,6 +110,11 @@ pub struct Job {
     pub launch_claim: Option<String>,
 }
 
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> i64 {
+    now_ms() / 1000
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()

@@ -50,7 +50,7 @@ pub enum Started {
 }
 
 impl Started {
-    pub fn job(&self) -> &Job {
+    pub fn into_job(self) -> Job {
         match self {
             Started::New(job) | Started::Queued(job) | Started::Joined(job) => job,
         }

@@ -6,7 +6,7 @@ mod lifecycle;
 mod status;
 pub mod tokens;
 
-pub use job::{now_ms, Job, NewJob, Trigger, TriggerKind};
+pub use job::{now_ms, unix_now, Job, NewJob, Trigger, TriggerKind};
 pub use lifecycle::{
     Lifecycle, LifecycleConfig, LifecycleError, StartRequest, Started, UpdateRefused,
 };

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use super::unix_now;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -45,13 +46,6 @@ pub struct TokenSigner {
     decoding: DecodingKey,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs())
-        .unwrap_or(0)
-}
-
 impl TokenSigner {
     pub fn new(key: &[u8]) -> TokenSigner {
         TokenSigner {
@@ -62,7 +56,7 @@ impl TokenSigner {
 
     /// A token of `kind` for `job_id`, valid for `lifetime`.
     pub fn issue(&self, kind: TokenKind, job_id: &str, lifetime: Duration) -> String {
-        let now = unix_now();
+        let now = unix_now().max(0) as u64;
         let claims = Claims {
             sub: job_id.to_owned(),
             aud: kind.audience().to_owned(),
@@ -136,8 +130,8 @@ mod tests {
         let claims = Claims {
             sub: "01JOB".into(),
             aud: TokenKind::Callback.audience().into(),
-            iat: unix_now() - 100,
-            exp: unix_now() - 10,
+            iat: unix_now() as u64 - 100,
+            exp: unix_now() as u64 - 10,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &signer.encoding)
             .expect("encode");

@@ -23,6 +23,7 @@ use super::{
     Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputSink, Presence,
 };
 use crate::config::DockerPull;
+use crate::jobs::unix_now;
 
 pub const LABEL_JOB_ID: &str = "enac-cd.job-id";
 pub const LABEL_INVENTORY: &str = "enac-cd.inventory";
@@ -266,13 +267,6 @@ fn container_id(record: &LaunchRecord) -> Result<&str, LaunchError> {
         LaunchRecord::Docker { container_id } => Ok(container_id),
         _ => Err(LaunchError::Foreign),
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 #[async_trait]

@@ -12,7 +12,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::auth::webhook::{verify_github, verify_gitlab_token, verify_standard, SignatureError};
-use crate::jobs::{now_ms, Lifecycle, LifecycleError, StartRequest, Started};
+use crate::jobs::{unix_now, Lifecycle, LifecycleError, StartRequest};
 use crate::policy::{Policy, PolicySet, Provider, WebhookRule};
 use crate::store::{Store, StoreError};
 
@@ -68,10 +68,6 @@ struct IdOnly {
 struct Unverified {
     repository: Option<IdOnly>,
     project: Option<IdOnly>,
-}
-
-fn unix_now() -> i64 {
-    now_ms() / 1000
 }
 
 /// Verifies a delivery against the rules bound to its (not yet trusted) id.
@@ -265,9 +261,7 @@ pub async fn process(
         };
         jobs.push(match lifecycle.start(request).await {
             Ok(started) => {
-                let job = match started {
-                    Started::New(job) | Started::Queued(job) | Started::Joined(job) => job,
-                };
+                let job = started.into_job();
                 StartedJob {
                     deployment_id: job.deployment_id,
                     job_id: Some(job.id),
