@@ -9,6 +9,18 @@ use serde_json::Value;
 use crate::auth::SecretDigest;
 use crate::store::AppRecord;
 
+/// The app if `secret` is its secret. Unknown ids and wrong secrets cost the
+/// same hash and compare, so neither timing nor answer tells whether an id
+/// exists; an app without a secret is deployable through policies only.
+pub fn authenticate(app: Option<AppRecord>, secret: &str) -> Option<AppRecord> {
+    let digest = app
+        .as_ref()
+        .and_then(|app| app.secret)
+        .unwrap_or_else(|| SecretDigest::of("\0no secret can match this\0"));
+    let matches = digest.matches(secret);
+    app.filter(|app| matches && app.secret.is_some())
+}
+
 /// Shortest deployment secret accepted.
 pub const MIN_SECRET_LEN: usize = 16;
 const MAX_ID_LEN: usize = 128;

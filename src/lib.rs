@@ -2,18 +2,21 @@
 //! app; it authenticates them, keeps one job per inventory, launches the
 //! ansible program and serves the job's status and output.
 
+pub mod access;
 pub mod apps;
 pub mod auth;
 pub mod client;
 pub mod config;
+pub mod domain;
 pub mod http;
+pub mod ingress;
 pub mod jobs;
 pub mod launch;
 pub mod metrics;
 pub mod policy;
 pub mod store;
 pub mod telemetry;
-pub mod webhook;
+pub mod units;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -24,9 +27,11 @@ use rand::RngCore;
 use secrecy::ExposeSecret;
 use tokio::net::TcpListener;
 
+use crate::access::JobAccess;
 use crate::auth::oidc::OidcVerifier;
 use crate::config::{LauncherKind, Settings};
 pub use crate::http::AppState;
+use crate::ingress::Ingress;
 use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
 use crate::launch::docker::DockerConfig;
 use crate::launch::{DockerLauncher, Launcher, ProcessLauncher};
@@ -55,13 +60,7 @@ pub enum StartError {
 }
 
 async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
-    let limits = JobLimits {
-        lock_ttl_ms: settings.lock_ttl().as_millis() as i64,
-        job_ttl_ms: settings.job_ttl.as_millis() as i64,
-        // A queued job may wait one timeout, then run for another.
-        open_ttl_ms: (settings.job_timeout * 2 + settings.job_ttl).as_millis() as i64,
-        max_output: settings.max_output,
-    };
+    let limits = JobLimits::new(settings.lifetimes(), settings.max_output);
     let Some(url) = &settings.redis_url else {
         let path = settings.data_dir.join("enac-cd.redb");
         return match EmbeddedStore::open(&path, limits) {
@@ -137,7 +136,7 @@ fn launcher(settings: &Settings) -> Result<Arc<dyn Launcher>, StartError> {
                 registry_user: settings.registry_user.clone(),
                 registry_password: settings.registry_password.clone(),
                 // A wait lasts as long as its job.
-                request_timeout: settings.lock_ttl(),
+                request_timeout: settings.lifetimes().lock(),
             };
             let launcher =
                 DockerLauncher::connect(config).map_err(|error| config::SettingsError {
@@ -207,8 +206,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
             public_url: settings.public_url(),
             cd_env: settings.cd_env.clone(),
             self_inventory: settings.self_inventory.clone(),
-            job_timeout: settings.job_timeout,
-            job_ttl: settings.job_ttl,
+            lifetimes: settings.lifetimes(),
             instance: ulid::Ulid::new().to_string(),
         },
         metrics.clone(),
@@ -217,15 +215,31 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         tracing::error!(%error, "reconciliation failed; the sweeper will retry");
     }
     lifecycle.spawn_sweeper();
+    let oidc = Arc::new(OidcVerifier::new(settings.issuers.clone()));
+    let access = JobAccess::new(
+        Arc::clone(&store),
+        lifecycle.tokens().clone(),
+        Arc::clone(&oidc),
+        policies.clone(),
+        settings.admin_token.clone().map(Arc::new),
+        metrics.clone(),
+    );
+    let ingress = Ingress::new(
+        Arc::clone(&store),
+        Arc::clone(&lifecycle),
+        oidc,
+        policies.clone(),
+        metrics.clone(),
+        settings.on_busy,
+    );
     Ok(AppState {
         store,
         launcher,
         lifecycle,
+        ingress,
+        access,
         policies,
-        oidc: Arc::new(OidcVerifier::new(settings.issuers.clone())),
         metrics,
-        admin_token: settings.admin_token.clone().map(Arc::new),
-        on_busy: settings.on_busy,
         max_output: settings.max_output,
     })
 }

@@ -115,9 +115,8 @@ fn policy(command: PolicyCommand) -> ExitCode {
                 payload,
             } = &subject
             {
-                if let Some(reason) =
-                    enac_cd::webhook::facts::never_deploys(*provider, event, payload)
-                {
+                let provider = enac_cd::ingress::webhook::provider_of(*provider);
+                if let Some(reason) = provider.never_deploys(event, payload) {
                     println!("never deploys: {reason}");
                 }
             }

@@ -3,32 +3,135 @@
 
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::fmt::Write;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+use crate::auth::webhook::SignatureError;
+use crate::domain::{JobStatus, TriggerKind};
+
+/// A label value from a fixed set: what a request can never make up.
+macro_rules! label_value {
+    ($($name:ty),*) => {$(
+        impl EncodeLabelValue for $name {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> std::fmt::Result {
+                encoder.write_str(self.as_str())
+            }
+        }
+    )*};
+}
+
+label_value!(TriggerKind, JobStatus, Refusal, DeliveryResult);
+
+/// Why an authentication was refused.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Refusal {
+    SecretMissing,
+    SecretInvalid,
+    AdminDisabled,
+    AdminTokenMissing,
+    AdminTokenInvalid,
+    CallbackTokenMissing,
+    CallbackTokenInvalid,
+    CallbackTokenExpired,
+    CallbackTokenOtherJob,
+    StatusTokenInvalid,
+    WebhookSignatureMissing,
+    WebhookSignatureMalformed,
+    WebhookSignatureMismatch,
+    WebhookTimestampStale,
+    OidcPolicy,
+    OidcJtiReplayed,
+    /// A failed check of the token itself, named by `OidcError::check`.
+    Oidc(&'static str),
+}
+
+impl Refusal {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Refusal::SecretMissing => "secret_missing",
+            Refusal::SecretInvalid => "secret_invalid",
+            Refusal::AdminDisabled => "admin_disabled",
+            Refusal::AdminTokenMissing => "admin_token_missing",
+            Refusal::AdminTokenInvalid => "admin_token_invalid",
+            Refusal::CallbackTokenMissing => "callback_token_missing",
+            Refusal::CallbackTokenInvalid => "callback_token_invalid",
+            Refusal::CallbackTokenExpired => "callback_token_expired",
+            Refusal::CallbackTokenOtherJob => "callback_token_other_job",
+            Refusal::StatusTokenInvalid => "status_token_invalid",
+            Refusal::WebhookSignatureMissing => "webhook_signature_missing",
+            Refusal::WebhookSignatureMalformed => "webhook_signature_malformed",
+            Refusal::WebhookSignatureMismatch => "webhook_signature_mismatch",
+            Refusal::WebhookTimestampStale => "webhook_timestamp_stale",
+            Refusal::OidcPolicy => "oidc_policy",
+            Refusal::OidcJtiReplayed => "oidc_jti_replayed",
+            Refusal::Oidc(check) => check,
+        }
+    }
+}
+
+impl From<SignatureError> for Refusal {
+    fn from(error: SignatureError) -> Refusal {
+        match error {
+            SignatureError::Missing => Refusal::WebhookSignatureMissing,
+            SignatureError::Malformed => Refusal::WebhookSignatureMalformed,
+            SignatureError::Mismatch => Refusal::WebhookSignatureMismatch,
+            SignatureError::Stale => Refusal::WebhookTimestampStale,
+        }
+    }
+}
+
+/// What became of a webhook delivery.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum DeliveryResult {
+    Pong,
+    Duplicate,
+    Ignored,
+    Accepted,
+    TooLarge,
+    BadRequest,
+    Unauthorized,
+}
+
+impl DeliveryResult {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DeliveryResult::Pong => "pong",
+            DeliveryResult::Duplicate => "duplicate",
+            DeliveryResult::Ignored => "ignored",
+            DeliveryResult::Accepted => "accepted",
+            DeliveryResult::TooLarge => "too_large",
+            DeliveryResult::BadRequest => "bad_request",
+            DeliveryResult::Unauthorized => "unauthorized",
+        }
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
-    pub trigger: String,
-    pub status: String,
+    /// Empty when the finished job could not be read back.
+    pub trigger: Option<TriggerKind>,
+    pub status: JobStatus,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TriggerLabels {
-    pub trigger: String,
+    pub trigger: TriggerKind,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
-    pub provider: String,
-    pub result: String,
+    pub provider: &'static str,
+    pub result: DeliveryResult,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
-    pub reason: String,
+    pub reason: Refusal,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -105,11 +208,15 @@ impl Metrics {
         }
     }
 
-    pub fn refuse(&self, reason: &str) {
+    pub fn refuse(&self, reason: Refusal) {
         self.auth_refusals
-            .get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            })
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    pub fn delivery(&self, provider: &'static str, result: DeliveryResult) {
+        self.webhook_deliveries
+            .get_or_create(&DeliveryLabels { provider, result })
             .inc();
     }
 

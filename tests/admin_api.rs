@@ -20,20 +20,7 @@ async fn get(app: &TestApp, path: &str, token: Option<&str>) -> (u16, Value) {
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    read(request.send().await.expect("request sent")).await
-}
-
-async fn post_with_token(
-    app: &TestApp,
-    path: &str,
-    token: Option<&str>,
-    body: &Value,
-) -> (u16, Value) {
-    let mut request = app.http.post(app.url(path)).json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    read(request.send().await.expect("request sent")).await
+    send(request).await
 }
 
 /// A raw POST: the body and content type exactly as given.
@@ -47,18 +34,7 @@ async fn post_raw(
     if let Some(content_type) = content_type {
         request = request.header("Content-Type", content_type);
     }
-    read(request.send().await.expect("request sent")).await
-}
-
-/// The shared error body: `{"status":"error","error":"<reason>"}`.
-fn assert_error_body(body: &Value) {
-    assert_eq!(body["status"], "error", "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|error| !error.is_empty()),
-        "no error message: {body}"
-    );
+    send(request).await
 }
 
 fn app_not_found() -> Value {
@@ -91,11 +67,11 @@ async fn assert_no_job(app: &TestApp) {
 async fn started_job(app: &TestApp, deployment_id: &str) -> String {
     let started = app.deploy(deployment_id).await;
     assert_eq!(started["status"], "starting", "{started}");
-    started["job_id"].as_str().expect("job id").to_owned()
+    job_id_of(&started)
 }
 
 async fn status_by_bearer(app: &TestApp, token: &str, body: &Value) -> (u16, Value) {
-    post_with_token(app, "/job-status/", Some(token), body).await
+    app.post_with_token("/job-status/", Some(token), body).await
 }
 
 /// The value of every sample of `name` (any labels) whose labels contain
@@ -118,12 +94,7 @@ fn samples(metrics: &str, name: &str, labels: &[&str]) -> Vec<f64> {
 }
 
 async fn metrics_text(app: &TestApp) -> String {
-    let response = app
-        .http
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("request sent");
+    let response = app.get("/metrics").await;
     assert_eq!(response.status().as_u16(), 200);
     let content_type = response
         .headers()
@@ -145,7 +116,9 @@ async fn admin_endpoints_answer_403_when_no_admin_token_is_configured() {
         json!([{"deployment_id": "app-one", "inventory": "ok-one", "deployment_secret": SECRET}]);
 
     for token in [None, Some(ADMIN_TOKEN), Some("")] {
-        let (status, body) = post_with_token(&app, "/set-available-apps/", token, &apps).await;
+        let (status, body) = app
+            .post_with_token("/set-available-apps/", token, &apps)
+            .await;
         assert_eq!(status, 403, "set with {token:?}: {body}");
         assert_error_body(&body);
         for path in [
@@ -186,8 +159,9 @@ async fn admin_endpoints_refuse_a_missing_or_wrong_token_with_401_and_change_not
         Some(almost.as_str()),
         Some(prefix),
     ] {
-        let (status, body) =
-            post_with_token(&app, "/set-available-apps/", token, &replacement).await;
+        let (status, body) = app
+            .post_with_token("/set-available-apps/", token, &replacement)
+            .await;
         assert_eq!(status, 401, "set with {token:?}: {body}");
         assert_error_body(&body);
         for path in ["/get-available-apps/", "/load/"] {
@@ -197,15 +171,12 @@ async fn admin_endpoints_refuse_a_missing_or_wrong_token_with_401_and_change_not
         }
     }
     // The right token in another scheme is no bearer token.
-    let response = app
+    let request = app
         .http
         .post(app.url("/set-available-apps/"))
         .header("Authorization", format!("Basic {ADMIN_TOKEN}"))
-        .json(&replacement)
-        .send()
-        .await
-        .expect("request sent");
-    let (status, body) = read(response).await;
+        .json(&replacement);
+    let (status, body) = send(request).await;
     assert_eq!(status, 401, "{body}");
     assert_error_body(&body);
 
@@ -470,12 +441,6 @@ async fn everything_in_redis(redis: &RedisServer) -> Vec<u8> {
     everything
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
-}
-
 #[tokio::test]
 async fn no_secret_is_readable_anywhere_in_redis() {
     let redis = RedisServer::start();
@@ -498,7 +463,7 @@ async fn no_secret_is_readable_anywhere_in_redis() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let job_id = body["job_id"].as_str().expect("job id").to_owned();
+    let job_id = job_id_of(&body);
     let (status, body) = app
         .post(
             "/app-deploy/",
@@ -521,7 +486,7 @@ async fn no_secret_is_readable_anywhere_in_redis() {
     // The scan did read the apps and the job (it is not vacuous).
     for seen in ["app-one", "app-two", "exit-ok-two", job_id.as_str()] {
         assert!(
-            contains(&everything, seen.as_bytes()),
+            bytes_contain(&everything, seen.as_bytes()),
             "{seen} not found in Redis"
         );
     }
@@ -534,7 +499,7 @@ async fn no_secret_is_readable_anywhere_in_redis() {
             serde_json::to_string(secret).expect("JSON string"),
         ] {
             assert!(
-                !contains(&everything, form.as_bytes()),
+                !bytes_contain(&everything, form.as_bytes()),
                 "a secret is stored readable in Redis (as {form})"
             );
         }
@@ -691,7 +656,7 @@ async fn the_status_token_reads_its_job_without_secret() {
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-one", "ok-one")]).await;
     let started = app.deploy("app-one").await;
-    let job_id = started["job_id"].as_str().expect("job id").to_owned();
+    let job_id = job_id_of(&started);
     let token = started["status_token"]
         .as_str()
         .expect("status token")
@@ -718,7 +683,7 @@ async fn a_status_token_reads_no_other_job() {
     app.set_apps(&[("app-one", "ok-one"), ("app-two", "ok-two")])
         .await;
     let first = app.deploy("app-one").await;
-    let first_id = first["job_id"].as_str().expect("job id").to_owned();
+    let first_id = job_id_of(&first);
     let first_token = first["status_token"]
         .as_str()
         .expect("status token")

@@ -9,7 +9,8 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use enac_cd::jobs::{JobStatus, TokenKind, TokenSigner};
+use enac_cd::domain::JobStatus;
+use enac_cd::jobs::{TokenKind, TokenSigner};
 use enac_cd::launch::LaunchRecord;
 use serde_json::{json, Value};
 
@@ -63,17 +64,18 @@ impl HangingJob {
     /// Follows the job an `/app-deploy/` answer started.
     async fn follow(app: &TestApp, deployment_id: &str, started: &Value) -> HangingJob {
         assert_eq!(started["status"], "starting", "{started}");
-        let id = started["job_id"].as_str().expect("job id").to_owned();
+        let id = job_id_of(started);
         let status_token = started["status_token"]
             .as_str()
             .expect("status token")
             .to_owned();
         // Waiting for the program's own callback keeps it from racing ours.
         let record = eventually("the program to report running", DEADLINE, || async {
-            let job = app.state.store.job(&id).await.expect("store").expect("job");
+            let job = app.job(&id).await;
             (job.status == JobStatus::Running && job.output == "hanging\n")
                 .then_some(job.launch)
                 .flatten()
+                .and_then(|data| LaunchRecord::from_data(&data))
         })
         .await;
         let LaunchRecord::Process {
@@ -105,22 +107,7 @@ impl HangingJob {
 }
 
 async fn callback(app: &TestApp, token: Option<&str>, body: &Value) -> (u16, Value) {
-    let mut request = app.http.post(app.url("/set-job-status/")).json(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    read(request.send().await.expect("callback sent")).await
-}
-
-/// The shared error body: `{"status":"error","error":"<reason>"}`.
-fn assert_error_body(body: &Value) {
-    assert_eq!(body["status"], "error", "{body}");
-    assert!(
-        body["error"]
-            .as_str()
-            .is_some_and(|error| !error.is_empty()),
-        "no error message: {body}"
-    );
+    app.post_with_token("/set-job-status/", token, body).await
 }
 
 fn running_job(job: &HangingJob) -> Value {
@@ -140,15 +127,12 @@ async fn a_callback_without_token_is_refused_401_and_changes_nothing() {
     assert_error_body(&body);
 
     // A header that is not a bearer token is no token either.
-    let response = app
+    let request = app
         .http
         .post(app.url("/set-job-status/"))
         .header("Authorization", "Basic dXNlcjpwYXNz")
-        .json(&report)
-        .send()
-        .await
-        .expect("callback sent");
-    let (status, body) = read(response).await;
+        .json(&report);
+    let (status, body) = send(request).await;
     assert_eq!(status, 401, "{body}");
     assert_error_body(&body);
 

@@ -6,8 +6,10 @@ mod common;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, serve_env, write_apps_file, RedisServer, ServiceProcess, TestApp, SECRET};
-use enac_cd::jobs::JobStatus;
+use common::{
+    free_addr, serve_env_at, write_apps_file, Backend, RedisServer, ServiceProcess, TestApp, SECRET,
+};
+use enac_cd::domain::JobStatus;
 use tokio::process::Command;
 
 /// Longest any client run may take before the test gives up on it.
@@ -87,18 +89,6 @@ async fn run_against(app: &TestApp, deployment_id: &str, secret: Option<&str>) -
     run(client(&app.url(""), deployment_id, secret, &[])).await
 }
 
-/// Jobs the service counts over the last hour, whatever their status.
-async fn jobs_in_last_hour(app: &TestApp) -> u64 {
-    let (status, body) = app.admin_get("/load/?periods=1_hour:3600").await;
-    assert_eq!(status, 200, "{body}");
-    body["load"]["1_hour"]
-        .as_object()
-        .unwrap_or_else(|| panic!("no 1_hour load in {body}"))
-        .values()
-        .map(|count| count.as_u64().expect("counts are numbers"))
-        .sum()
-}
-
 #[tokio::test]
 async fn a_successful_job_exits_0_and_prints_its_output_once() {
     let redis = RedisServer::start();
@@ -158,7 +148,7 @@ async fn a_wrong_secret_exits_1_with_app_not_found_and_starts_nothing() {
     assert_eq!(outcome.code, Some(1), "{outcome}");
     assert!(outcome.stdout.contains("App not found"), "{outcome}");
     assert!(!outcome.stdout.contains("-> Job"), "{outcome}");
-    assert_eq!(jobs_in_last_hour(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -171,7 +161,7 @@ async fn an_unset_secret_exits_1_and_starts_nothing() {
 
     assert_eq!(outcome.code, Some(1), "{outcome}");
     assert!(outcome.stdout.contains("DEPLOYMENT_SECRET"), "{outcome}");
-    assert_eq!(jobs_in_last_hour(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -199,15 +189,13 @@ async fn a_job_longer_than_the_client_timeout_exits_2() {
     // The client giving up does not stop the job; stop the hanging program
     // (by its recorded pid) so that it does not outlive the test.
     let job_id = outcome.job_id().to_owned();
-    let job = app
-        .state
-        .store
-        .job(&job_id)
-        .await
-        .expect("store answers")
-        .expect("the job exists");
+    let job = app.job(&job_id).await;
     assert_eq!(job.status, JobStatus::Running, "{job:?}");
-    let record = job.launch.expect("the job was launched");
+    let record = job
+        .launch
+        .as_ref()
+        .and_then(enac_cd::launch::LaunchRecord::from_data)
+        .expect("the job was launched");
     app.state
         .launcher
         .stop(&record)
@@ -221,11 +209,8 @@ async fn a_job_longer_than_the_client_timeout_exits_2() {
 async fn the_client_retries_until_the_service_comes_up() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("loopback address");
-    let mut envs = serve_env(&redis, data_dir.path());
-    envs.push(("CD_PUBLIC_URL", format!("http://{addr}")));
+    let addr = free_addr();
+    let mut envs = serve_env_at(&Backend::Redis(&redis), data_dir.path(), addr);
     envs.push((
         "CD_APPS_FILE",
         write_apps_file(data_dir.path(), &[("app-one", "ok-one")])

@@ -2,12 +2,16 @@
 //! sends to create, start, pull, wait, kill and remove a job's container, and
 //! how it reads the engine's answers. The real engine is in `docker_engine.rs`.
 
+mod common;
+
 use std::time::Duration;
 
 use base64::Engine as _;
 use bollard::{Docker, API_DEFAULT_VERSION};
-use enac_cd::config::DockerPull;
+use common::docker::assert_container_env;
+use common::unix_now;
 use enac_cd::launch::docker::DockerConfig;
+use enac_cd::launch::DockerPull;
 use enac_cd::launch::{
     DockerLauncher, Exit, LaunchError, LaunchRecord, LaunchSpec, Launcher, Presence,
 };
@@ -217,25 +221,17 @@ async fn launch_creates_the_container_with_command_environment_labels_binds_and_
     let body: Value = created[0].body_json().expect("a JSON create body");
     assert_eq!(body["Image"], IMAGE);
     assert_eq!(body["Cmd"], json!(["app-deploy", "inv-prod", JOB_ID]));
-    let env: Vec<&str> = body["Env"]
-        .as_array()
-        .expect("Env is a list")
-        .iter()
-        .map(|value| value.as_str().expect("Env entries are strings"))
-        .collect();
-    for wanted in [
-        format!("CD_JOB_ID={JOB_ID}"),
-        "CD_DEPLOYMENT_ID=app-one".to_owned(),
-        "CD_INVENTORY=inv-prod".to_owned(),
-        "CD_CALLBACK_URL=http://127.0.0.1:8000/set-job-status/".to_owned(),
-        format!("CD_CALLBACK_TOKEN={TOKEN}"),
-        "CD_ENV=test".to_owned(),
-    ] {
-        assert!(
-            env.contains(&wanted.as_str()),
-            "{wanted} missing from {env:?}"
-        );
-    }
+    assert_container_env(
+        &body["Env"],
+        &[
+            format!("CD_JOB_ID={JOB_ID}"),
+            "CD_DEPLOYMENT_ID=app-one".to_owned(),
+            "CD_INVENTORY=inv-prod".to_owned(),
+            "CD_CALLBACK_URL=http://127.0.0.1:8000/set-job-status/".to_owned(),
+            format!("CD_CALLBACK_TOKEN={TOKEN}"),
+            "CD_ENV=test".to_owned(),
+        ],
+    );
     assert_eq!(
         body["Labels"],
         json!({
@@ -703,10 +699,7 @@ async fn wait_after_a_restart_asks_only_for_logs_since_now() {
     .await;
     let launcher = launcher(&server, config(DockerPull::Never));
     let (sink, output) = tokio::sync::mpsc::unbounded_channel();
-    let before = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs();
+    let before = unix_now();
 
     launcher
         .wait(&record(), sink, true)
@@ -715,7 +708,7 @@ async fn wait_after_a_restart_asks_only_for_logs_since_now() {
 
     assert_eq!(collected(output).await, "after restart\n");
     let logs = requests_to(&server, "GET", "/logs").await;
-    let since: u64 = query(&logs[0], "since")
+    let since: i64 = query(&logs[0], "since")
         .expect("a resumed follow sets since")
         .parse()
         .expect("since is a number");

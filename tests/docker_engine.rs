@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::docker::*;
 use common::*;
 use enac_cd::config::LauncherKind;
 use serde_json::{json, Value};
@@ -204,24 +205,16 @@ async fn a_running_container_carries_the_job_labels_command_environment_and_sett
     assert_eq!(config["Labels"]["enac-cd.inventory"], inventory.as_str());
     assert_eq!(config["Labels"]["enac-cd.deployment-id"], "app-labels");
     assert_eq!(config["Cmd"], json!(["app-deploy", inventory, job]));
-    let env: Vec<&str> = config["Env"]
-        .as_array()
-        .expect("Env is a list")
-        .iter()
-        .map(|value| value.as_str().expect("Env entries are strings"))
-        .collect();
-    for wanted in [
-        format!("CD_JOB_ID={job}"),
-        "CD_DEPLOYMENT_ID=app-labels".to_owned(),
-        format!("CD_INVENTORY={inventory}"),
-        format!("CD_CALLBACK_URL=http://{}/set-job-status/", app.addr),
-        "CD_ENV=test".to_owned(),
-    ] {
-        assert!(
-            env.contains(&wanted.as_str()),
-            "{wanted} missing from {env:?}"
-        );
-    }
+    let env = assert_container_env(
+        &config["Env"],
+        &[
+            format!("CD_JOB_ID={job}"),
+            "CD_DEPLOYMENT_ID=app-labels".to_owned(),
+            format!("CD_INVENTORY={inventory}"),
+            format!("CD_CALLBACK_URL=http://{}/set-job-status/", app.addr),
+            "CD_ENV=test".to_owned(),
+        ],
+    );
     assert!(
         env.iter()
             .any(|entry| entry.len() > "CD_CALLBACK_TOKEN=".len()
@@ -326,53 +319,6 @@ fn docker_service_env(data_dir: &Path, addr: SocketAddr) -> Vec<(&'static str, S
     ]
 }
 
-/// A client of a [`ServiceProcess`] for one deployment id.
-struct Deployment {
-    addr: SocketAddr,
-    id: &'static str,
-}
-
-impl Deployment {
-    async fn call(&self, path: &str, body: &Value) -> Value {
-        let mut request = reqwest::Client::new().post(format!("http://{}{path}", self.addr));
-        if path == "/set-available-apps/" {
-            request = request.bearer_auth(ADMIN_TOKEN);
-        }
-        let (status, body) = read(request.json(body).send().await.expect("request sent")).await;
-        assert_eq!(status, 200, "{path}: {body}");
-        body
-    }
-
-    async fn register(&self, inventory: &str) {
-        let apps = json!([{"deployment_id": self.id, "inventory": inventory, "deployment_secret": SECRET}]);
-        self.call("/set-available-apps/", &apps).await;
-    }
-
-    async fn deploy(&self) -> Value {
-        let body = json!({"deployment_id": self.id, "deployment_secret": SECRET});
-        self.call("/app-deploy/", &body).await
-    }
-
-    async fn status(&self, job_id: &str) -> Value {
-        let body = json!({"deployment_id": self.id, "deployment_secret": SECRET, "job_id": job_id});
-        self.call("/job-status/", &body).await
-    }
-
-    async fn wait_status(&self, job_id: &str, wanted: &[&str]) -> Value {
-        eventually(
-            &format!("job {job_id} to be one of {wanted:?}"),
-            DEADLINE,
-            || async {
-                let answer = self.status(job_id).await;
-                wanted
-                    .contains(&answer["status"].as_str().unwrap_or(""))
-                    .then_some(answer)
-            },
-        )
-        .await
-    }
-}
-
 #[tokio::test]
 async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_restart() {
     let Some(_turn) =
@@ -384,12 +330,10 @@ async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_res
     let inventory = unique_inventory("sleep-4");
     let containers = JobContainers::for_inventories(&[&inventory]);
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("an address");
+    let addr = free_addr();
     let env = docker_service_env(data_dir.path(), addr);
     let mut service = ServiceProcess::start(&env, addr);
-    let app = Deployment {
+    let app = DeploymentClient {
         addr,
         id: "app-restart",
     };
@@ -397,7 +341,7 @@ async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_res
 
     let job = job_id(&app.deploy().await);
     containers.track_job(&job);
-    app.wait_status(&job, &["running"]).await;
+    app.wait_status(&job, &["running"], DEADLINE).await;
     let container = job_container(&job, DEADLINE).await;
     service.kill_hard();
     assert_eq!(
@@ -412,7 +356,7 @@ async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_res
         busy["error"], "App deployment is already running",
         "the lock is kept across the restart: {busy}"
     );
-    let done = app.wait_status(&job, &["success", "error"]).await;
+    let done = app.wait_status(&job, &["success", "error"], DEADLINE).await;
     assert_eq!(done["status"], "success", "{done}");
     assert!(output(&done).contains("woke up"), "{done}");
     wait_job_containers_removed(&job, DEADLINE).await;
@@ -422,7 +366,8 @@ async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_res
     let next = job_id(&next);
     containers.track_job(&next);
     assert_eq!(
-        app.wait_status(&next, &["success", "error"]).await["status"],
+        app.wait_status(&next, &["success", "error"], DEADLINE)
+            .await["status"],
         "success"
     );
 }
@@ -439,12 +384,10 @@ async fn a_container_that_exits_while_the_service_is_down_ends_its_job_from_the_
     let inventory = unique_inventory("hang");
     let containers = JobContainers::for_inventories(&[&inventory]);
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("an address");
+    let addr = free_addr();
     let env = docker_service_env(data_dir.path(), addr);
     let mut service = ServiceProcess::start(&env, addr);
-    let app = Deployment {
+    let app = DeploymentClient {
         addr,
         id: "app-down",
     };
@@ -452,7 +395,7 @@ async fn a_container_that_exits_while_the_service_is_down_ends_its_job_from_the_
 
     let job = job_id(&app.deploy().await);
     containers.track_job(&job);
-    app.wait_status(&job, &["running"]).await;
+    app.wait_status(&job, &["running"], DEADLINE).await;
     let container = job_container(&job, DEADLINE).await;
 
     // The service dies, then its container ends (SIGKILL: exit code 137).
@@ -465,7 +408,7 @@ async fn a_container_that_exits_while_the_service_is_down_ends_its_job_from_the_
     .await;
 
     let _service = ServiceProcess::start(&env, addr);
-    let done = app.wait_status(&job, &["success", "error"]).await;
+    let done = app.wait_status(&job, &["success", "error"], DEADLINE).await;
     assert_eq!(done["status"], "error", "{done}");
     assert!(output(&done).contains("exited with code 137"), "{done}");
     assert!(
@@ -480,23 +423,12 @@ async fn a_container_that_exits_while_the_service_is_down_ends_its_job_from_the_
     assert_eq!(next["status"], "starting", "the lock is released: {next}");
     let next = job_id(&next);
     containers.track_job(&next);
-    app.wait_status(&next, &["running"]).await;
+    app.wait_status(&next, &["running"], DEADLINE).await;
     docker_kill(&job_container(&next, DEADLINE).await).await;
-    let done = app.wait_status(&next, &["success", "error"]).await;
+    let done = app
+        .wait_status(&next, &["success", "error"], DEADLINE)
+        .await;
     assert_eq!(done["status"], "error", "{done}");
     assert!(output(&done).contains("exited with code 137"), "{done}");
     wait_job_containers_removed(&next, DEADLINE).await;
-}
-
-async fn docker_kill(container: &str) {
-    let killed = tokio::process::Command::new("docker")
-        .args(["kill", container])
-        .output()
-        .await
-        .expect("docker kill runs");
-    assert!(
-        killed.status.success(),
-        "docker kill {container}: {}",
-        String::from_utf8_lossy(&killed.stderr)
-    );
 }

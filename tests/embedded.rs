@@ -76,53 +76,12 @@ async fn two_hundred_concurrent_deploys_start_exactly_one_job_on_the_embedded_st
     app.wait_final("app-one", job_id, DEADLINE).await;
 }
 
-fn embedded_env(data_dir: &Path, addr: SocketAddr) -> Vec<(&'static str, String)> {
-    vec![
-        ("CD_LAUNCHER", "process".into()),
-        ("CD_PROCESS_COMMAND", fake_ansible().display().to_string()),
-        ("CD_DATA_DIR", data_dir.display().to_string()),
-        ("CD_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-        ("CD_PUBLIC_URL", format!("http://{addr}")),
-        ("CD_POLICY_DIR", NO_POLICIES.into()),
-    ]
-}
-
-async fn call(addr: SocketAddr, path: &str, body: &Value) -> Value {
-    let mut request = reqwest::Client::new().post(format!("http://{addr}{path}"));
-    if path == "/set-available-apps/" {
-        request = request.bearer_auth(ADMIN_TOKEN);
-    }
-    read(request.json(body).send().await.expect("request sent"))
-        .await
-        .1
-}
-
-async fn deploy(addr: SocketAddr) -> Value {
-    call(
+/// The client of app-one on the service process at `addr`.
+fn app_one(addr: SocketAddr) -> DeploymentClient {
+    DeploymentClient {
         addr,
-        "/app-deploy/",
-        &json!({"deployment_id": "app-one", "deployment_secret": SECRET}),
-    )
-    .await
-}
-
-async fn status(addr: SocketAddr, job_id: &str) -> Value {
-    let body = json!({"deployment_id": "app-one", "deployment_secret": SECRET, "job_id": job_id});
-    call(addr, "/job-status/", &body).await
-}
-
-async fn wait_status(addr: SocketAddr, job_id: &str, wanted: &[&str]) -> Value {
-    eventually(
-        &format!("job {job_id} to be one of {wanted:?}"),
-        DEADLINE,
-        || async {
-            let answer = status(addr, job_id).await;
-            wanted
-                .contains(&answer["status"].as_str().unwrap_or(""))
-                .then_some(answer)
-        },
-    )
-    .await
+        id: "app-one",
+    }
 }
 
 /// Stops the service (kill -9 or SIGTERM) while a job runs, starts it again
@@ -130,44 +89,45 @@ async fn wait_status(addr: SocketAddr, job_id: &str, wanted: &[&str]) -> Value {
 /// there, the running job calls back and finishes, its lock is released.
 async fn restart_keeps_everything(stop: impl FnOnce(&mut ServiceProcess)) {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let env = embedded_env(data_dir.path(), addr);
+    let addr = free_addr();
+    let env = serve_env_at(&Backend::Embedded, data_dir.path(), addr);
     let mut service = ServiceProcess::start(&env, addr);
-    let apps = json!([{"deployment_id": "app-one", "inventory": "sleep-3-restart", "deployment_secret": SECRET}]);
-    call(addr, "/set-available-apps/", &apps).await;
+    let app = app_one(addr);
+    app.register("sleep-3-restart").await;
 
     // One finished job, then one running when the service stops.
-    let finished_id = deploy(addr).await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
-    wait_status(addr, &finished_id, &["success"]).await;
-    let running_id = deploy(addr).await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
-    wait_status(addr, &running_id, &["running"]).await;
+    let finished_id = job_id_of(&app.deploy().await);
+    app.wait_status(&finished_id, &["success"], DEADLINE).await;
+    let running_id = job_id_of(&app.deploy().await);
+    app.wait_status(&running_id, &["running"], DEADLINE).await;
 
     stop(&mut service);
     let _service = ServiceProcess::start(&env, addr);
 
-    let finished = status(addr, &finished_id).await;
+    let finished = app.status(&finished_id).await;
     assert_eq!(
         finished["status"], "success",
         "the finished job is kept: {finished}"
     );
     assert_eq!(finished["output"], "sleeping\nwoke up\n");
-    let busy = deploy(addr).await;
+    let busy = app.deploy().await;
     assert_eq!(
         busy["error"], "App deployment is already running",
         "the lock is kept: {busy}"
     );
-    let done = wait_status(addr, &running_id, &["success", "error"]).await;
+    let done = app
+        .wait_status(&running_id, &["success", "error"], DEADLINE)
+        .await;
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["output"], "sleeping\nwoke up\n");
-    let next = deploy(addr).await;
+    let next = app.deploy().await;
     assert_eq!(next["status"], "starting", "the lock is released: {next}");
-    wait_status(addr, next["job_id"].as_str().expect("job id"), &["success"]).await;
+    app.wait_status(
+        next["job_id"].as_str().expect("job id"),
+        &["success"],
+        DEADLINE,
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -178,19 +138,8 @@ async fn nothing_is_lost_across_a_kill_9() {
 #[tokio::test]
 async fn nothing_is_lost_across_a_sigterm() {
     restart_keeps_everything(|service| {
-        // SAFETY: kill(2) on the pid of our own child.
-        unsafe {
-            libc::kill(service.child.id() as i32, libc::SIGTERM);
-        }
-        let until = std::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some(status) = service.child.try_wait().expect("wait") {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(std::time::Instant::now() < until, "no exit on SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let status = service.terminate(DEADLINE);
+        assert!(status.success(), "exit status {status}");
     })
     .await;
 }
@@ -198,13 +147,16 @@ async fn nothing_is_lost_across_a_sigterm() {
 #[tokio::test]
 async fn a_second_service_on_the_same_data_dir_refuses_to_start() {
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let _first = ServiceProcess::start(&embedded_env(data_dir.path(), addr), addr);
+    let addr = free_addr();
+    let _first = ServiceProcess::start(
+        &serve_env_at(&Backend::Embedded, data_dir.path(), addr),
+        addr,
+    );
 
-    let other: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let other = free_addr();
     let output = Command::new(env!("CARGO_BIN_EXE_enac-cd"))
         .arg("serve")
-        .envs(embedded_env(data_dir.path(), other))
+        .envs(serve_env_at(&Backend::Embedded, data_dir.path(), other))
         .env("CD_LISTEN", other.to_string())
         .stdin(Stdio::null())
         .output()
@@ -227,7 +179,7 @@ async fn a_second_service_on_the_same_data_dir_refuses_to_start() {
 async fn the_readme_quick_start_deploys_the_example_app() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let addr = free_addr();
     let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
     command
         .current_dir(repo)

@@ -37,10 +37,7 @@ async fn a_reported_error_ends_the_job_error_and_frees_the_inventory() {
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-fail", "fail-one")]).await;
 
-    let job_id = app.deploy("app-fail").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy("app-fail").await);
     let done = app.wait_final("app-fail", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "error");
     assert_eq!(done["output"], "step 1\nboom\n");
@@ -56,10 +53,7 @@ async fn a_program_that_exits_nonzero_without_callback_ends_error_with_its_last_
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-x", "exit-fail")]).await;
 
-    let job_id = app.deploy("app-x").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy("app-x").await);
     let done = app.wait_final("app-x", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "error");
     let output = done["output"].as_str().expect("output");
@@ -77,10 +71,7 @@ async fn a_program_that_exits_zero_without_callback_ends_success() {
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-x", "exit-ok")]).await;
 
-    let job_id = app.deploy("app-x").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy("app-x").await);
     let done = app.wait_final("app-x", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "success");
     assert!(done["output"]
@@ -95,10 +86,7 @@ async fn a_job_past_its_timeout_is_killed_and_ends_error() {
     let app = TestApp::spawn(&redis, &["--job-timeout=2s"]).await;
     app.set_apps(&[("app-hang", "hang")]).await;
 
-    let job_id = app.deploy("app-hang").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy("app-hang").await);
     let done = app.wait_final("app-hang", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "error");
     let output = done["output"].as_str().expect("output");
@@ -106,14 +94,12 @@ async fn a_job_past_its_timeout_is_killed_and_ends_error() {
     assert!(output.contains("timed out after 2s"), "{output}");
 
     // The program is gone: its pid no longer runs the fake ansible.
-    let job = app
-        .state
-        .store
-        .job(&job_id)
-        .await
-        .expect("store")
-        .expect("job");
-    let Some(enac_cd::launch::LaunchRecord::Process { pid, .. }) = job.launch else {
+    let job = app.job(&job_id).await;
+    let record = job
+        .launch
+        .as_ref()
+        .and_then(enac_cd::launch::LaunchRecord::from_data);
+    let Some(enac_cd::launch::LaunchRecord::Process { pid, .. }) = record else {
         panic!("no launch record on {job:?}");
     };
     eventually("the timed-out program to die", DEADLINE, || async move {
@@ -180,10 +166,10 @@ async fn queue_keeps_one_queued_job_that_starts_when_the_running_one_ends() {
         .await;
 
     let running = app.deploy("app-a").await;
-    let running_id = running["job_id"].as_str().expect("job id").to_owned();
+    let running_id = job_id_of(&running);
     let queued = app.deploy("app-a").await;
     assert_eq!(queued["status"], "queued", "{queued}");
-    let queued_id = queued["job_id"].as_str().expect("job id").to_owned();
+    let queued_id = job_id_of(&queued);
     assert_ne!(queued_id, running_id);
     // Later requests, from any app of the inventory, join the queued job.
     for id in ["app-a", "app-b"] {
@@ -231,10 +217,7 @@ async fn the_self_inventory_runs_announce_apps() {
     let app = TestApp::spawn(&redis, &["--self-inventory=ok-self"]).await;
     app.set_apps(&[("cd-runner", "ok-self")]).await;
 
-    let job_id = app.deploy("cd-runner").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy("cd-runner").await);
     let done = app.wait_final("cd-runner", &job_id, DEADLINE).await;
     assert_eq!(done["status"], "success");
     assert_eq!(done["output"], "announced\n");

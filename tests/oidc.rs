@@ -7,18 +7,21 @@ mod common;
 
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use base64::Engine;
-use common::{eventually, Backend, TestApp};
-use enac_cd::auth::oidc::{Issuer, IssuerFile};
-use enac_cd::jobs::{Job, TriggerKind};
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use common::binary::BinaryRun;
+use common::oidc::{
+    b64, github_claims, gitlab_claims, hmac_key, rsa_material, with, without, FakeIssuer,
+    SigningKey,
+};
+use common::{eventually, unix_now, Backend, TestApp};
+use enac_cd::auth::oidc::Issuer;
+use enac_cd::domain::TriggerKind;
+use jsonwebtoken::{Algorithm, Header};
 use serde_json::{json, Value};
 use tokio::process::Command;
 use wiremock::matchers::{method, path, query_param};
-use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 /// The audience configured for the test issuers; no refusal may show it.
 const AUDIENCE: &str = "cd-audience-7c1e-never-shown";
@@ -52,364 +55,6 @@ ref_protected = "true"
 
 /// Claim values the policies above expect; no refusal may show them either.
 const POLICY_VALUES: [&str; 4] = ["123456", "refs/heads/main", "production", r"deploy\.yml"];
-
-// ---------------------------------------------------------------- keys
-
-fn b64(bytes: &[u8]) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
-
-/// One RSA key pair. Generating one is slow in debug builds, so a test
-/// binary makes at most three and the tests share them under their own kids.
-struct RsaMaterial {
-    private_pem: String,
-    public_pem: String,
-    n: String,
-    e: String,
-}
-
-fn rsa_material(slot: usize) -> &'static RsaMaterial {
-    use rsa::pkcs1::EncodeRsaPrivateKey;
-    use rsa::pkcs8::{EncodePublicKey, LineEnding};
-    use rsa::traits::PublicKeyParts;
-    static SLOTS: [OnceLock<RsaMaterial>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
-    SLOTS[slot].get_or_init(|| {
-        let key = rsa::RsaPrivateKey::new(&mut rand::rngs::OsRng, 2048).expect("RSA key generated");
-        let public = key.to_public_key();
-        RsaMaterial {
-            private_pem: key
-                .to_pkcs1_pem(LineEnding::LF)
-                .expect("RSA private key as PEM")
-                .to_string(),
-            public_pem: public
-                .to_public_key_pem(LineEnding::LF)
-                .expect("RSA public key as PEM"),
-            n: b64(&public.n().to_bytes_be()),
-            e: b64(&public.e().to_bytes_be()),
-        }
-    })
-}
-
-/// A private key with its `kid`, and its public half as a JWK.
-#[derive(Clone)]
-struct SigningKey {
-    kid: String,
-    algorithm: Algorithm,
-    encoding: EncodingKey,
-    /// The public key's JWK parameters (`kty`, `n`/`e` or `crv`/`x`/`y`).
-    public: Value,
-}
-
-impl SigningKey {
-    fn rsa(slot: usize, kid: &str) -> SigningKey {
-        let material = rsa_material(slot);
-        SigningKey {
-            kid: kid.to_owned(),
-            algorithm: Algorithm::RS256,
-            encoding: EncodingKey::from_rsa_pem(material.private_pem.as_bytes())
-                .expect("RSA PEM accepted by jsonwebtoken"),
-            public: json!({"kty": "RSA", "n": material.n, "e": material.e}),
-        }
-    }
-
-    fn es256(kid: &str) -> SigningKey {
-        use p256::pkcs8::{EncodePrivateKey, LineEnding};
-        let secret = p256::SecretKey::random(&mut rand::rngs::OsRng);
-        let pem = secret
-            .to_pkcs8_pem(LineEnding::LF)
-            .expect("P-256 key as PKCS#8 PEM");
-        SigningKey {
-            kid: kid.to_owned(),
-            algorithm: Algorithm::ES256,
-            encoding: EncodingKey::from_ec_pem(pem.as_bytes())
-                .expect("EC PEM accepted by jsonwebtoken"),
-            public: serde_json::to_value(secret.public_key().to_jwk()).expect("P-256 JWK"),
-        }
-    }
-
-    /// The same key published under another `kid`.
-    fn with_kid(&self, kid: &str) -> SigningKey {
-        SigningKey {
-            kid: kid.to_owned(),
-            ..self.clone()
-        }
-    }
-
-    /// The JWKS entry an issuer publishes for this key.
-    fn jwk(&self) -> Value {
-        let mut jwk = self.public.clone();
-        jwk["kid"] = json!(self.kid);
-        jwk["alg"] = json!(format!("{:?}", self.algorithm));
-        jwk["use"] = json!("sig");
-        jwk
-    }
-
-    /// A token as the CI would mint it: `alg`, `kid`, `typ`.
-    fn sign(&self, claims: &Value) -> String {
-        let header = Header {
-            kid: Some(self.kid.clone()),
-            ..Header::new(self.algorithm)
-        };
-        jsonwebtoken::encode(&header, claims, &self.encoding).expect("token signed")
-    }
-
-    /// A token with a hand-written header, signed with this key.
-    fn sign_with_header(&self, header: &Value, claims: &Value) -> String {
-        let input = format!(
-            "{}.{}",
-            b64(header.to_string().as_bytes()),
-            b64(claims.to_string().as_bytes())
-        );
-        let signature =
-            jsonwebtoken::crypto::sign(input.as_bytes(), &self.encoding, self.algorithm)
-                .expect("token signed");
-        format!("{input}.{signature}")
-    }
-
-    /// This key's usual header plus `extra` (e.g. a `jku`).
-    fn sign_with_extra_header(&self, extra: Value, claims: &Value) -> String {
-        let mut header =
-            json!({"alg": format!("{:?}", self.algorithm), "typ": "JWT", "kid": self.kid});
-        for (name, value) in extra.as_object().expect("extra header is an object") {
-            header[name] = value.clone();
-        }
-        self.sign_with_header(&header, claims)
-    }
-}
-
-/// An HMAC key: what a token signed with it claims is never acceptable.
-fn hmac_key(kid: &str, secret: &[u8]) -> SigningKey {
-    SigningKey {
-        kid: kid.to_owned(),
-        algorithm: Algorithm::HS256,
-        encoding: EncodingKey::from_secret(secret),
-        public: Value::Null,
-    }
-}
-
-// ---------------------------------------------------------------- claims
-
-/// Claims shaped like a GitHub Actions token for a push to main.
-fn github_claims(iss: &str, aud: &str) -> Value {
-    let now = unix_now();
-    json!({
-        "jti": ulid::Ulid::new().to_string(),
-        "sub": "repo:epfl-enac/app:ref:refs/heads/main",
-        "aud": aud,
-        "ref": "refs/heads/main",
-        "sha": "d6cd1e2bd19e03a81132a23b2025920577f84e37",
-        "repository": "epfl-enac/app",
-        "repository_owner": "epfl-enac",
-        "repository_owner_id": "5021",
-        "repository_id": "123456",
-        "repository_visibility": "private",
-        "run_id": "8472619301",
-        "run_number": "17",
-        "run_attempt": "1",
-        "actor": "octocat",
-        "actor_id": "583231",
-        "workflow": "deploy",
-        "event_name": "push",
-        "ref_type": "branch",
-        "environment": "prod",
-        "job_workflow_ref": "epfl-enac/app/.github/workflows/deploy.yml@refs/heads/main",
-        "runner_environment": "github-hosted",
-        "iss": iss,
-        "nbf": now - 600,
-        "iat": now,
-        "exp": now + 300,
-    })
-}
-
-/// Claims shaped like a GitLab CI `id_tokens` token for a pipeline on main.
-fn gitlab_claims(iss: &str, aud: &str) -> Value {
-    let now = unix_now();
-    json!({
-        "jti": ulid::Ulid::new().to_string(),
-        "sub": "project_path:epfl-enac/app:ref_type:branch:ref:main",
-        "aud": aud,
-        "namespace_id": "7",
-        "namespace_path": "epfl-enac",
-        "project_id": "42",
-        "project_path": "epfl-enac/app",
-        "user_id": "31",
-        "user_login": "alice",
-        "user_email": "alice@example.org",
-        "pipeline_id": "1001",
-        "pipeline_source": "push",
-        "job_id": "5005",
-        "ref": "main",
-        "ref_type": "branch",
-        "ref_path": "refs/heads/main",
-        "ref_protected": "true",
-        "sha": "0f1e2d3c4b5a69788796a5b4c3d2e1f00f1e2d3c",
-        "runner_id": 12,
-        "runner_environment": "gitlab-hosted",
-        "iss": iss,
-        "nbf": now - 5,
-        "iat": now,
-        "exp": now + 300,
-    })
-}
-
-fn without(mut claims: Value, name: &str) -> Value {
-    claims
-        .as_object_mut()
-        .expect("claims are an object")
-        .remove(name);
-    claims
-}
-
-fn with(mut claims: Value, name: &str, value: Value) -> Value {
-    claims[name] = value;
-    claims
-}
-
-// ---------------------------------------------------------------- issuer
-
-#[derive(Clone)]
-enum Serving {
-    /// Every request answers this status.
-    Down(u16),
-    /// Discovery, and this JWKS document.
-    Keys(Value),
-}
-
-struct IssuerState {
-    serving: Mutex<Serving>,
-    jwks_delay: Mutex<Duration>,
-}
-
-/// Answers discovery or the JWKS from what the issuer serves right now.
-struct Document {
-    state: Arc<IssuerState>,
-    iss: String,
-    is_jwks: bool,
-}
-
-impl Respond for Document {
-    fn respond(&self, _: &Request) -> ResponseTemplate {
-        let serving = self.state.serving.lock().expect("issuer state").clone();
-        match serving {
-            Serving::Down(status) => ResponseTemplate::new(status),
-            Serving::Keys(jwks) if self.is_jwks => ResponseTemplate::new(200)
-                .set_body_json(jwks)
-                .set_delay(*self.state.jwks_delay.lock().expect("issuer state")),
-            Serving::Keys(_) => ResponseTemplate::new(200).set_body_json(json!({
-                "issuer": self.iss,
-                "jwks_uri": format!("{}/jwks", self.iss),
-                "id_token_signing_alg_values_supported": ["RS256", "ES256"],
-            })),
-        }
-    }
-}
-
-/// An OIDC issuer on 127.0.0.1: `/.well-known/openid-configuration` and
-/// `/jwks`, switchable between keys and failures while the test runs.
-struct FakeIssuer {
-    name: &'static str,
-    server: MockServer,
-    state: Arc<IssuerState>,
-}
-
-impl FakeIssuer {
-    /// Starts down (503) until [`FakeIssuer::serve`].
-    async fn start(name: &'static str) -> FakeIssuer {
-        let server = MockServer::start().await;
-        let state = Arc::new(IssuerState {
-            serving: Mutex::new(Serving::Down(503)),
-            jwks_delay: Mutex::new(Duration::ZERO),
-        });
-        for (route, is_jwks) in [
-            ("/.well-known/openid-configuration", false),
-            ("/jwks", true),
-        ] {
-            Mock::given(method("GET"))
-                .and(path(route))
-                .respond_with(Document {
-                    state: Arc::clone(&state),
-                    iss: server.uri(),
-                    is_jwks,
-                })
-                .mount(&server)
-                .await;
-        }
-        FakeIssuer {
-            name,
-            server,
-            state,
-        }
-    }
-
-    /// Started and serving `keys`.
-    async fn serving(name: &'static str, keys: &[&SigningKey]) -> FakeIssuer {
-        let issuer = FakeIssuer::start(name).await;
-        issuer.serve(keys);
-        issuer
-    }
-
-    fn iss(&self) -> String {
-        self.server.uri()
-    }
-
-    fn serve(&self, keys: &[&SigningKey]) {
-        let keys: Vec<Value> = keys.iter().map(|key| key.jwk()).collect();
-        self.serve_jwks(json!({ "keys": keys }));
-    }
-
-    fn serve_jwks(&self, jwks: Value) {
-        *self.state.serving.lock().expect("issuer state") = Serving::Keys(jwks);
-    }
-
-    fn go_down(&self, status: u16) {
-        *self.state.serving.lock().expect("issuer state") = Serving::Down(status);
-    }
-
-    fn slow_jwks(&self, delay: Duration) {
-        *self.state.jwks_delay.lock().expect("issuer state") = delay;
-    }
-
-    async fn hits(&self, route: &str) -> usize {
-        self.server
-            .received_requests()
-            .await
-            .expect("request recording is on")
-            .iter()
-            .filter(|request| request.url.path() == route)
-            .count()
-    }
-
-    /// Key fetches the service attempted: each starts with discovery.
-    async fn fetches(&self) -> usize {
-        self.hits("/.well-known/openid-configuration").await
-    }
-
-    async fn jwks_hits(&self) -> usize {
-        self.hits("/jwks").await
-    }
-
-    /// The `[[issuer]]` an operator would write for it (no `jwks_uri`:
-    /// discovery), checked as the config file's are.
-    fn config(&self, audience: &str, algorithms: &[&str]) -> Issuer {
-        Issuer::from_file(IssuerFile {
-            name: self.name.to_owned(),
-            iss: self.iss(),
-            jwks_uri: None,
-            audience: audience.to_owned(),
-            algorithms: Some(algorithms.iter().map(|alg| alg.to_string()).collect()),
-            leeway: None,
-            max_lifetime: Some("10m".to_owned()),
-        })
-        .expect("valid issuer config")
-    }
-}
 
 // ---------------------------------------------------------------- service
 
@@ -454,25 +99,15 @@ impl Service {
         }
     }
 
-    async fn post_with(&self, route: &str, token: &str, body: &Value) -> (u16, Value) {
-        let response = self
-            .app
-            .http
-            .post(self.app.url(route))
-            .bearer_auth(token)
-            .json(body)
-            .send()
-            .await
-            .expect("request sent");
-        common::read(response).await
-    }
-
     async fn deploy_with(&self, token: &str, body: &Value) -> (u16, Value) {
-        self.post_with("/app-deploy/", token, body).await
+        self.app
+            .post_with_token("/app-deploy/", Some(token), body)
+            .await
     }
 
     async fn status_with(&self, token: &str, job_id: &str) -> (u16, Value) {
-        self.post_with("/job-status/", token, &json!({ "job_id": job_id }))
+        self.app
+            .post_with_token("/job-status/", Some(token), &json!({ "job_id": job_id }))
             .await
     }
 
@@ -499,32 +134,10 @@ impl Service {
         last
     }
 
-    async fn job(&self, job_id: &str) -> Job {
-        self.app
-            .state
-            .store
-            .job(job_id)
-            .await
-            .expect("store answers")
-            .expect("job stored")
-    }
-
-    /// Jobs started within the last hour, whatever their status.
-    async fn job_count(&self) -> u64 {
-        let (status, body) = self.app.admin_get("/load/?periods=1_hour:3600").await;
-        assert_eq!(status, 200, "{body}");
-        body["load"]["1_hour"]
-            .as_object()
-            .unwrap_or_else(|| panic!("no 1_hour load in {body}"))
-            .values()
-            .map(|count| count.as_u64().expect("counts are numbers"))
-            .sum()
-    }
-
     /// `/app-deploy/` with `token` answers 401 naming `check`, reveals no
     /// configured value and starts no job.
     async fn assert_refused(&self, token: &str, body: &Value, check: &str) -> String {
-        let before = self.job_count().await;
+        let before = self.app.jobs_started().await;
         let (status, answer) = self.deploy_with(token, body).await;
         assert_eq!(status, 401, "refused with 401: {answer}");
         assert_eq!(answer["status"], "error", "{answer}");
@@ -544,7 +157,7 @@ impl Service {
         }
         assert!(answer.get("job_id").is_none(), "{answer}");
         assert_eq!(
-            self.job_count().await,
+            self.app.jobs_started().await,
             before,
             "a refused token started a job"
         );
@@ -621,7 +234,7 @@ async fn a_github_token_deploys_the_only_deployment_its_policy_grants() {
     assert_eq!(body["status"], "success", "{body}");
     assert_eq!(body["job_id"], job_id.as_str(), "{body}");
 
-    let job = setup.service.job(&job_id).await;
+    let job = setup.service.app.job(&job_id).await;
     assert_eq!(job.deployment_id, "app-one");
     assert_eq!(job.inventory, "ok-one");
     assert_eq!(job.trigger.kind, TriggerKind::GithubOidc);
@@ -633,7 +246,7 @@ async fn a_github_token_deploys_the_only_deployment_its_policy_grants() {
         Some("d6cd1e2bd19e03a81132a23b2025920577f84e37")
     );
     assert_eq!(job.trigger.actor.as_deref(), Some("octocat"));
-    assert_eq!(setup.service.job_count().await, 1);
+    assert_eq!(setup.service.app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -659,7 +272,7 @@ async fn a_gitlab_es256_token_deploys_with_a_gitlab_oidc_trigger() {
         "{body}"
     );
 
-    let job = service.job(job_id).await;
+    let job = service.app.job(job_id).await;
     assert_eq!(job.deployment_id, "app-gitlab");
     assert_eq!(job.trigger.kind.as_str(), "gitlab-oidc");
     assert_eq!(job.trigger.repository.as_deref(), Some("epfl-enac/app"));
@@ -693,7 +306,7 @@ async fn a_token_starts_one_job_but_reads_its_status_again_and_again() {
         (200, Some("success")),
         "{body}"
     );
-    assert_eq!(setup.service.job_count().await, 1);
+    assert_eq!(setup.service.app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -727,7 +340,7 @@ async fn a_token_cannot_be_replayed_within_its_expiry_leeway() {
         },
     )
     .await;
-    assert_eq!(service.job_count().await, 1);
+    assert_eq!(service.app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -770,6 +383,7 @@ repository_id = "999999"
         .deploy_ok(&token, &json!({"deployment_id": "app-one"}))
         .await;
     let job = service
+        .app
         .job(started["job_id"].as_str().expect("a job id"))
         .await;
     assert_eq!(job.deployment_id, "app-one");
@@ -804,13 +418,14 @@ repository_id = "123456"
         .deploy_ok(&token, &json!({"deployment_id": "app-one-preview"}))
         .await;
     let job = service
+        .app
         .job(started["job_id"].as_str().expect("a job id"))
         .await;
     assert_eq!(
         (job.deployment_id.as_str(), job.inventory.as_str()),
         ("app-one-preview", "ok-preview")
     );
-    assert_eq!(service.job_count().await, 1);
+    assert_eq!(service.app.jobs_started().await, 1);
 }
 
 // ---------------------------------------------------------------- refused claims
@@ -950,7 +565,7 @@ job_workflow_ref = 'epfl-enac/app/\.github/workflows/deploy\.yml@refs/heads/main
     service
         .deploy_ok(&key.sign(&claims(workflow)), &json!({}))
         .await;
-    assert_eq!(service.job_count().await, 1);
+    assert_eq!(service.app.jobs_started().await, 1);
 }
 
 // ---------------------------------------------------------------- refused headers and keys
@@ -1199,7 +814,7 @@ async fn a_burst_of_unknown_kids_fetches_the_jwks_at_most_once() {
         1,
         "no refetch within the cooldown"
     );
-    assert_eq!(service.job_count().await, 1);
+    assert_eq!(service.app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -1245,7 +860,7 @@ async fn cached_keys_survive_an_issuer_that_fails() {
 
     let token = deploy(&key);
     service.deploy_ok(&token, &json!({})).await;
-    assert_eq!(service.job_count().await, 3);
+    assert_eq!(service.app.jobs_started().await, 3);
 }
 
 #[tokio::test]
@@ -1285,30 +900,14 @@ async fn an_issuer_down_at_start_is_asked_again_once_it_is_back() {
     service
         .wait_success(&token, started["job_id"].as_str().expect("a job id"))
         .await;
-    assert_eq!(service.job_count().await, 1);
+    assert_eq!(service.app.jobs_started().await, 1);
 }
 
 // ---------------------------------------------------------------- the binary
 
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl std::fmt::Display for Run {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {:?}\n--- stdout\n{}--- stderr\n{}",
-            self.code, self.stdout, self.stderr
-        )
-    }
-}
-
 /// The `enac-cd` binary with `args`, `envs`, and none of the CI variables
 /// of the environment the tests run in.
-async fn enac_cd(args: &[&str], envs: &[(&str, &str)]) -> Run {
+async fn enac_cd(args: &[&str], envs: &[(&str, &str)]) -> BinaryRun {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
     command
         .args(args)
@@ -1326,11 +925,7 @@ async fn enac_cd(args: &[&str], envs: &[(&str, &str)]) -> Run {
         .await
         .expect("the binary ends within a minute")
         .expect("the binary runs");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    BinaryRun::of(output)
 }
 
 /// GitHub and GitLab issuers with the client's audience, and both policies.
@@ -1409,7 +1004,7 @@ async fn the_client_deploys_with_the_github_actions_token() {
         .find_map(|line| line.strip_prefix("-> Job "))
         .unwrap_or_else(|| panic!("a job announced: {run}"))
         .trim();
-    let job = service.job(job_id).await;
+    let job = service.app.job(job_id).await;
     assert_eq!(
         (job.deployment_id.as_str(), job.trigger.kind.as_str()),
         ("app-one", "github-oidc")
@@ -1437,7 +1032,7 @@ async fn the_client_deploys_with_a_gitlab_token_from_the_environment() {
 
     assert_eq!(run.code, Some(0), "{run}");
     assert!(run.stdout.contains("done"), "{run}");
-    assert_eq!(service.job_count().await, 1);
+    assert_eq!(service.app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -1467,7 +1062,7 @@ async fn the_client_exits_1_when_its_token_is_refused() {
     assert_eq!(run.code, Some(1), "{run}");
     assert!(run.stdout.contains("expired"), "{run}");
     assert!(!run.stdout.contains("-> Job"), "{run}");
-    assert_eq!(service.job_count().await, 0);
+    assert_eq!(service.app.jobs_started().await, 0);
 }
 
 #[tokio::test]

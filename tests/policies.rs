@@ -5,71 +5,39 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use common::binary::BinaryRun;
+use common::service_process::jobs_started_at;
+use common::webhook::{github_push, webhook_sample, EXAMPLE_POLICY_SECRETS, GH_SECRET_APP_ONE};
 use common::*;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DEADLINE: Duration = Duration::from_secs(20);
 
-/// The variables the example policies read their secrets from.
-const SECRET_VARS: [&str; 4] = [
-    "GH_HOOK_SECRET_APP_ONE",
-    "GL_HOOK_SIGNING_APP_TWO",
-    "GH_HOOK_SECRET_APP_THREE",
-    "GL_HOOK_TOKEN_APP_THREE",
-];
-const GH_SECRET_APP_ONE: &str = "gh-hook-secret-of-app-one-0123";
-
 fn example_secrets() -> Vec<(&'static str, &'static str)> {
-    vec![
-        ("GH_HOOK_SECRET_APP_ONE", GH_SECRET_APP_ONE),
-        // base64 of "standard-webhooks key of app-two"
-        (
-            "GL_HOOK_SIGNING_APP_TWO",
-            "whsec_c3RhbmRhcmQtd2ViaG9va3Mga2V5IG9mIGFwcC10d28=",
-        ),
-        (
-            "GH_HOOK_SECRET_APP_THREE",
-            "gh-hook-secret-of-app-three-0123",
-        ),
-        ("GL_HOOK_TOKEN_APP_THREE", "gl-hook-token-of-app-three-0123"),
-    ]
-}
-
-/// What one run of the binary did.
-struct Run {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
+    EXAMPLE_POLICY_SECRETS.to_vec()
 }
 
 /// Runs `enac-cd ARGS` from the repository root with only `env` among the
 /// policy variables (none inherited from whoever runs the tests).
-fn enac_cd(args: &[&str], env: &[(&str, &str)]) -> Run {
+fn enac_cd(args: &[&str], env: &[(&str, &str)]) -> BinaryRun {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
     command
         .current_dir(ROOT)
         .args(args)
         .env_remove("CD_POLICY_DIR");
-    for name in SECRET_VARS {
+    for (name, _) in EXAMPLE_POLICY_SECRETS {
         command.env_remove(name);
     }
     for (name, value) in env {
         command.env(name, value);
     }
-    let output = command.output().expect("the enac-cd binary runs");
-    Run {
-        code: output.status.code(),
-        stdout: String::from_utf8(output.stdout).expect("stdout is text"),
-        stderr: String::from_utf8(output.stderr).expect("stderr is text"),
-    }
+    BinaryRun::of(command.output().expect("the enac-cd binary runs"))
 }
 
 // ---- policy check ----
@@ -378,9 +346,7 @@ fn explain_a_github_push_names_app_one_and_the_first_failed_key_of_other_rules()
 fn explain_a_push_to_another_branch_matches_nothing_and_names_the_ref() {
     let dir = tempfile::tempdir().expect("a payload dir");
     let payload = dir.path().join("push-dev.json");
-    let text = std::fs::read_to_string(Path::new(ROOT).join("webhooks/github-push.json"))
-        .expect("the sample is readable");
-    let mut sample: Value = serde_json::from_str(&text).expect("the sample is JSON");
+    let mut sample = webhook_sample("github-push.json");
     sample["body"]["ref"] = json!("refs/heads/dev");
     std::fs::write(&payload, sample.to_string()).expect("payload written");
     let payload = payload.display().to_string();
@@ -538,7 +504,6 @@ repository_id = "999"
 /// `enac-cd serve` as its own process with its log in `log`, stopped (by
 /// PID) when dropped.
 fn serve_logged(envs: &[(&str, String)], addr: SocketAddr, log: &Path) -> ServiceProcess {
-    let log_file = std::fs::File::create(log).expect("log file created");
     let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
     command
         .arg("serve")
@@ -546,77 +511,20 @@ fn serve_logged(envs: &[(&str, String)], addr: SocketAddr, log: &Path) -> Servic
         .env_remove("CD_CONFIG")
         .env("RUST_LOG", "info")
         .env("CD_LISTEN", addr.to_string())
-        .envs(envs.iter().map(|(name, value)| (name, value)))
-        .stdout(Stdio::null())
-        .stderr(log_file);
-    for name in SECRET_VARS {
+        .envs(envs.iter().map(|(name, value)| (name, value)));
+    for (name, _) in EXAMPLE_POLICY_SECRETS {
         command.env_remove(name);
     }
     command.env("GH_HOOK_SECRET_APP_ONE", GH_SECRET_APP_ONE);
-    let child = command.spawn().expect("enac-cd starts");
-    let mut service = ServiceProcess { child, addr };
-    let until = Instant::now() + DEADLINE;
-    while TcpStream::connect(addr).is_err() {
-        if let Ok(Some(status)) = service.child.try_wait() {
-            panic!(
-                "enac-cd exited with {status} before listening:\n{}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
-        }
-        assert!(Instant::now() < until, "enac-cd did not start listening");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    service
-}
-
-fn hangup(service: &ServiceProcess) {
-    let pid = libc::pid_t::try_from(service.child.id()).expect("a pid");
-    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-    let sent = unsafe { libc::kill(pid, libc::SIGHUP) };
-    assert_eq!(sent, 0, "SIGHUP sent to {pid}");
+    ServiceProcess::spawn_logged(command, addr, log)
 }
 
 /// A push to main of app-one's repository, signed with its secret, with a
 /// new delivery id and a body no other delivery had.
 async fn deliver_push(http: &reqwest::Client, addr: SocketAddr, nth: u64) -> (u16, Value) {
-    let text = std::fs::read_to_string(Path::new(ROOT).join("webhooks/github-push.json"))
-        .expect("the sample is readable");
-    let sample: Value = serde_json::from_str(&text).expect("the sample is JSON");
-    let mut body = sample["body"].clone();
-    body["after"] = json!(format!("{nth:040x}"));
-    let body = serde_json::to_vec(&body).expect("the body serializes");
-    let mut mac =
-        Hmac::<Sha256>::new_from_slice(GH_SECRET_APP_ONE.as_bytes()).expect("any key length");
-    mac.update(&body);
-    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let response = http
-        .post(format!("http://{addr}/webhooks/github"))
-        .header("Content-Type", "application/json")
-        .header("X-GitHub-Event", "push")
-        .header("X-GitHub-Delivery", ulid::Ulid::new().to_string())
-        .header("X-Hub-Signature-256", signature)
-        .body(body)
-        .send()
+    github_push(|body| body["after"] = json!(format!("{nth:040x}")))
+        .post(http, &format!("http://{addr}/webhooks/github"))
         .await
-        .expect("delivery sent");
-    read(response).await
-}
-
-async fn jobs_started(http: &reqwest::Client, addr: SocketAddr) -> u64 {
-    let response = http
-        .get(format!("http://{addr}/load/?periods=1_hour:3600"))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("load answers");
-    let (status, body) = read(response).await;
-    assert_eq!(status, 200, "{body}");
-    body["load"]["1_hour"]
-        .as_object()
-        .expect("counts by status")
-        .values()
-        .map(|count| count.as_u64().expect("a count"))
-        .sum()
 }
 
 #[tokio::test]
@@ -625,9 +533,7 @@ async fn sighup_reloads_policies_and_a_bad_set_keeps_the_previous_one() {
     let policies = tempfile::tempdir().expect("a policy dir");
     let apps = write_apps_file(data.path(), &[("app-one", "ok-sighup")]);
     let log = data.path().join("service.log");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port())
-        .parse()
-        .expect("an address");
+    let addr = free_addr();
     let service = serve_logged(
         &[
             ("CD_LAUNCHER", "process".to_owned()),
@@ -652,14 +558,14 @@ async fn sighup_reloads_policies_and_a_bad_set_keeps_the_previous_one() {
         body,
         json!({"status": "error", "error": "signature does not match"})
     );
-    assert_eq!(jobs_started(&http, addr).await, 0);
+    assert_eq!(jobs_started_at(&http, addr).await, 0);
 
     std::fs::copy(
         Path::new(ROOT).join("policies/app-one.toml"),
         policies.path().join("app-one.toml"),
     )
     .expect("policy copied");
-    hangup(&service);
+    service.signal(libc::SIGHUP);
     let body = eventually("the reloaded policy to accept a push", DEADLINE, || {
         nth += 1;
         let (http, nth) = (&http, nth);
@@ -674,14 +580,14 @@ async fn sighup_reloads_policies_and_a_bad_set_keeps_the_previous_one() {
     })
     .await;
     assert_eq!(body["jobs"][0]["deployment_id"], "app-one", "{body}");
-    assert_eq!(jobs_started(&http, addr).await, 1);
+    assert_eq!(jobs_started_at(&http, addr).await, 1);
 
     std::fs::write(
         policies.path().join("broken.toml"),
         "deploymentid = \"app-broken\"\n",
     )
     .expect("broken policy written");
-    hangup(&service);
+    service.signal(libc::SIGHUP);
     let refusal = eventually("the refused reload to be logged", DEADLINE, || {
         let log = &log;
         async move {
@@ -699,7 +605,7 @@ async fn sighup_reloads_policies_and_a_bad_set_keeps_the_previous_one() {
     let (status, body) = deliver_push(&http, addr, nth + 1).await;
     assert_eq!(status, 202, "the previous policies still hold: {body}");
     assert_eq!(body["jobs"][0]["deployment_id"], "app-one", "{body}");
-    assert_eq!(jobs_started(&http, addr).await, 2);
+    assert_eq!(jobs_started_at(&http, addr).await, 2);
 
     let text = std::fs::read_to_string(&log).expect("the log is readable");
     assert!(

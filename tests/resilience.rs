@@ -10,6 +10,8 @@ use common::*;
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(20);
+/// The statuses a job ends in.
+const FINAL: &[&str] = &["success", "error"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_deploys_on_two_instances_start_exactly_one_job() {
@@ -54,92 +56,53 @@ async fn two_hundred_concurrent_deploys_on_two_instances_start_exactly_one_job()
     assert_eq!(total, 1, "{load}");
 }
 
-fn service_env(
-    redis: &RedisServer,
-    data_dir: &std::path::Path,
-    addr: SocketAddr,
-) -> Vec<(&'static str, String)> {
-    vec![
-        ("CD_REDIS_URL", redis.url()),
-        ("CD_LAUNCHER", "process".into()),
-        ("CD_PROCESS_COMMAND", fake_ansible().display().to_string()),
-        ("CD_DATA_DIR", data_dir.display().to_string()),
-        ("CD_ADMIN_TOKEN", ADMIN_TOKEN.into()),
-        ("CD_PUBLIC_URL", format!("http://{addr}")),
-    ]
-}
-
-async fn post(addr: SocketAddr, path: &str, body: &Value) -> (u16, Value) {
-    let mut request = reqwest::Client::new().post(format!("http://{addr}{path}"));
-    if path == "/set-available-apps/" {
-        request = request.bearer_auth(ADMIN_TOKEN);
+/// The client of app-one on the service process at `addr`.
+fn app_one(addr: SocketAddr) -> DeploymentClient {
+    DeploymentClient {
+        addr,
+        id: "app-one",
     }
-    let response = request.json(body).send().await.expect("request sent");
-    read(response).await
-}
-
-async fn wait_final(addr: SocketAddr, deployment_id: &str, job_id: &str) -> Value {
-    let body =
-        json!({"deployment_id": deployment_id, "deployment_secret": SECRET, "job_id": job_id});
-    eventually("the job to end", DEADLINE, || async {
-        let (_, answer) = post(addr, "/job-status/", &body).await;
-        matches!(answer["status"].as_str(), Some("success" | "error")).then_some(answer)
-    })
-    .await
-}
-
-async fn deploy(addr: SocketAddr, deployment_id: &str) -> Value {
-    let body = json!({"deployment_id": deployment_id, "deployment_secret": SECRET});
-    post(addr, "/app-deploy/", &body).await.1
 }
 
 #[tokio::test]
 async fn a_job_survives_a_kill_9_of_the_service_and_its_lock_is_released() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let env = service_env(&redis, data_dir.path(), addr);
+    let addr = free_addr();
+    let env = serve_env_at(&Backend::Redis(&redis), data_dir.path(), addr);
     let mut service = ServiceProcess::start(&env, addr);
-    let apps = json!([{"deployment_id": "app-one", "inventory": "sleep-3-crash", "deployment_secret": SECRET}]);
-    assert_eq!(post(addr, "/set-available-apps/", &apps).await.0, 200);
+    let app = app_one(addr);
+    app.register("sleep-3-crash").await;
 
-    let started = deploy(addr, "app-one").await;
-    let job_id = started["job_id"].as_str().expect("job id").to_owned();
-    eventually("the job to run", DEADLINE, || async {
-        let body =
-            json!({"deployment_id": "app-one", "deployment_secret": SECRET, "job_id": job_id});
-        let (_, answer) = post(addr, "/job-status/", &body).await;
-        (answer["status"] == "running").then_some(())
-    })
-    .await;
+    let started = app.deploy().await;
+    let job_id = job_id_of(&started);
+    app.wait_status(&job_id, &["running"], DEADLINE).await;
 
     service.kill_hard();
     // The program keeps running while the service is down; a new instance
     // picks the job up and takes its final callback.
     let _service = ServiceProcess::start(&env, addr);
-    let done = wait_final(addr, "app-one", &job_id).await;
+    let done = app.wait_status(&job_id, FINAL, DEADLINE).await;
     assert_eq!(done["status"], "success", "{done}");
     assert_eq!(done["output"], "sleeping\nwoke up\n");
 
-    let next = deploy(addr, "app-one").await;
+    let next = app.deploy().await;
     assert_eq!(next["status"], "starting", "the lock was released: {next}");
-    wait_final(addr, "app-one", next["job_id"].as_str().expect("job id")).await;
+    let next_id = next["job_id"].as_str().expect("job id");
+    app.wait_status(next_id, FINAL, DEADLINE).await;
 }
 
 #[tokio::test]
 async fn a_program_that_ends_silently_while_the_service_is_down_ends_error_after_restart() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let env = service_env(&redis, data_dir.path(), addr);
+    let addr = free_addr();
+    let env = serve_env_at(&Backend::Redis(&redis), data_dir.path(), addr);
     let mut service = ServiceProcess::start(&env, addr);
-    let apps = json!([{"deployment_id": "app-one", "inventory": "quiet-1-crash", "deployment_secret": SECRET}]);
-    assert_eq!(post(addr, "/set-available-apps/", &apps).await.0, 200);
+    let app = app_one(addr);
+    app.register("quiet-1-crash").await;
 
-    let job_id = deploy(addr, "app-one").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy().await);
     let connection = redis
         .client()
         .get_multiplexed_async_connection()
@@ -164,7 +127,7 @@ async fn a_program_that_ends_silently_while_the_service_is_down_ends_error_after
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let _service = ServiceProcess::start(&env, addr);
 
-    let done = wait_final(addr, "app-one", &job_id).await;
+    let done = app.wait_status(&job_id, FINAL, DEADLINE).await;
     assert_eq!(done["status"], "error", "{done}");
     assert!(
         done["output"]
@@ -173,9 +136,10 @@ async fn a_program_that_ends_silently_while_the_service_is_down_ends_error_after
             .contains("without a final status"),
         "{done}"
     );
-    let next = deploy(addr, "app-one").await;
+    let next = app.deploy().await;
     assert_eq!(next["status"], "starting", "the lock was released: {next}");
-    wait_final(addr, "app-one", next["job_id"].as_str().expect("job id")).await;
+    let next_id = next["job_id"].as_str().expect("job id");
+    app.wait_status(next_id, FINAL, DEADLINE).await;
 }
 
 #[tokio::test]
@@ -183,23 +147,11 @@ async fn redis_going_away_makes_the_service_unready_and_it_recovers_without_rest
     let mut redis = RedisServer::start();
     let app = TestApp::spawn(&redis, &[]).await;
     app.set_apps(&[("app-one", "ok-outage")]).await;
-    let ready = app
-        .http
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .expect("readyz");
+    let ready = app.get("/readyz").await;
     assert_eq!(ready.status().as_u16(), 200);
 
     redis.stop();
-    let (status, body) = read(
-        app.http
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .expect("readyz"),
-    )
-    .await;
+    let (status, body) = read(app.get("/readyz").await).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "error");
     assert!(
@@ -215,12 +167,7 @@ async fn redis_going_away_makes_the_service_unready_and_it_recovers_without_rest
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["status"], "error");
     // The liveness probe does not depend on the store.
-    let health = app
-        .http
-        .get(app.url("/healthz"))
-        .send()
-        .await
-        .expect("healthz");
+    let health = app.get("/healthz").await;
     assert_eq!(health.status().as_u16(), 200);
 
     // Redis comes back empty (no persistence in the test): set the apps again.
@@ -243,29 +190,18 @@ async fn redis_going_away_makes_the_service_unready_and_it_recovers_without_rest
 async fn sigterm_stops_the_service_and_leaves_the_running_job_to_the_next_start() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-    let env = service_env(&redis, data_dir.path(), addr);
+    let addr = free_addr();
+    let env = serve_env_at(&Backend::Redis(&redis), data_dir.path(), addr);
     let mut service = ServiceProcess::start(&env, addr);
-    let apps = json!([{"deployment_id": "app-one", "inventory": "sleep-2-term", "deployment_secret": SECRET}]);
-    assert_eq!(post(addr, "/set-available-apps/", &apps).await.0, 200);
-    let job_id = deploy(addr, "app-one").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let app = app_one(addr);
+    app.register("sleep-2-term").await;
+    let job_id = job_id_of(&app.deploy().await);
 
-    // SAFETY: kill(2) on the pid of our own child.
-    unsafe {
-        libc::kill(service.child.id() as i32, libc::SIGTERM);
-    }
-    let status = eventually("the service to exit on SIGTERM", DEADLINE, || {
-        let exited = service.child.try_wait().expect("wait");
-        async move { exited }
-    })
-    .await;
+    let status = service.terminate(DEADLINE);
     assert!(status.success(), "exit status {status}");
 
     let _service = ServiceProcess::start(&env, addr);
-    let done = wait_final(addr, "app-one", &job_id).await;
+    let done = app.wait_status(&job_id, FINAL, DEADLINE).await;
     assert_eq!(done["status"], "success", "{done}");
 }
 
@@ -279,15 +215,9 @@ async fn replicas_share_the_generated_signing_key() {
     let started = first.deploy("app-one").await;
     let job_id = started["job_id"].as_str().expect("job id");
     let token = started["status_token"].as_str().expect("status token");
-    let response = second
-        .http
-        .post(second.url("/job-status/"))
-        .bearer_auth(token)
-        .json(&json!({"job_id": job_id}))
-        .send()
-        .await
-        .expect("request sent");
-    let (status, body) = read(response).await;
+    let (status, body) = second
+        .post_with_token("/job-status/", Some(token), &json!({"job_id": job_id}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["job_id"], job_id);
     first.wait_final("app-one", job_id, DEADLINE).await;
@@ -299,10 +229,7 @@ async fn finished_jobs_are_forgotten_after_the_job_ttl() {
     let app = TestApp::spawn(&redis, &["--job-ttl=1s"]).await;
     app.set_apps(&[("app-one", "ok-ttl")]).await;
 
-    let job_id = app.deploy("app-one").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy("app-one").await);
     assert_eq!(
         app.wait_final("app-one", &job_id, DEADLINE).await["status"],
         "success"
@@ -319,10 +246,7 @@ async fn the_inventory_lock_outlives_the_job_timeout_and_goes_with_the_job() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis, &["--job-timeout=60s"]).await;
     app.set_apps(&[("app-one", "sleep-1-lock")]).await;
-    let job_id = app.deploy("app-one").await["job_id"]
-        .as_str()
-        .expect("job id")
-        .to_owned();
+    let job_id = job_id_of(&app.deploy("app-one").await);
 
     let mut connection = redis
         .client()

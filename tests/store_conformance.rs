@@ -9,10 +9,10 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::time::{Duration, Instant};
 
-use common::{eventually, RedisServer};
+use common::{bytes_contain, eventually, RedisServer};
 use enac_cd::auth::SecretDigest;
-use enac_cd::config::OnBusy;
-use enac_cd::jobs::{now_ms, Job, JobStatus, NewJob, Trigger, TriggerKind};
+use enac_cd::domain::OnBusy;
+use enac_cd::domain::{now_ms, Job, JobStatus, NewJob, Trigger, TriggerKind};
 use enac_cd::launch::LaunchRecord;
 use enac_cd::store::{
     AppRecord, EmbeddedStore, JobLimits, JobUpdate, OutputChange, RedisStore, StartOutcome, Store,
@@ -208,12 +208,6 @@ async fn redis_dump(server: &RedisServer) -> Vec<u8> {
     dump
 }
 
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack
-        .windows(needle.len())
-        .any(|window| window == needle)
-}
-
 fn limits_with(change: impl FnOnce(&mut JobLimits)) -> JobLimits {
     let mut limits = LONG;
     change(&mut limits);
@@ -405,16 +399,16 @@ async fn replace_apps_swaps_the_whole_set_and_keeps_only_digests(backend: Backen
     let hex = SecretDigest::of(SECRET_ONE).to_hex();
     let raw = harness.raw_bytes().await;
     assert!(
-        contains(&raw, b"app-three"),
+        bytes_contain(&raw, b"app-three"),
         "the raw scan must see the stored apps"
     );
     assert!(
-        contains(&raw, hex.as_bytes()),
+        bytes_contain(&raw, hex.as_bytes()),
         "the digest is what is stored"
     );
     for secret in [SECRET_ONE, SECRET_TWO] {
         assert!(
-            !contains(&raw, secret.as_bytes()),
+            !bytes_contain(&raw, secret.as_bytes()),
             "the plaintext secret {secret} is in the store"
         );
     }
@@ -1144,11 +1138,16 @@ async fn record_launch_is_kept_on_the_job_only(backend: Backend) {
     };
     harness
         .store
-        .record_launch(&job.id, &record)
+        .record_launch(&job.id, &record.to_data())
         .await
         .expect("record_launch answers");
     let stored = harness.existing(&job.id).await;
-    assert_eq!(stored.launch, Some(record.clone()));
+    assert_eq!(stored.launch, Some(record.to_data()));
+    assert_eq!(
+        stored.launch.as_ref().and_then(LaunchRecord::from_data),
+        Some(record.clone()),
+        "the launcher reads back what it recorded"
+    );
     assert_eq!(
         stored.status,
         JobStatus::Starting,
@@ -1161,14 +1160,14 @@ async fn record_launch_is_kept_on_the_job_only(backend: Backend) {
             .await
             .expect("open_jobs answers")
             .iter()
-            .any(|open| open.id == job.id && open.launch.as_ref() == Some(&record)),
+            .any(|open| open.id == job.id && open.launch.as_ref() == Some(&record.to_data())),
         "reconciliation finds the record among open jobs"
     );
 
     let unknown = ulid::Ulid::new().to_string();
     harness
         .store
-        .record_launch(&unknown, &record)
+        .record_launch(&unknown, &record.to_data())
         .await
         .expect("record_launch answers");
     assert_eq!(
@@ -1548,22 +1547,15 @@ async fn remember_is_true_once_until_forgotten(backend: Backend) {
         .remember(&["short"], 200)
         .await
         .expect("remember"));
-    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        if harness
+    eventually("a remembered key to be forgotten", DEADLINE, || async {
+        harness
             .store
             .remember(&["short"], 200)
             .await
             .expect("remember")
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < until,
-            "a remembered key was never forgotten"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+            .then_some(())
+    })
+    .await;
     assert!(!harness
         .store
         .remember(&["delivery-1"], 60_000)

@@ -4,37 +4,19 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
+use common::webhook::{
+    example_policy_secret, fresh_id, github_push as push, Delivery, GH_SECRET_APP_ONE,
+    GH_SECRET_APP_THREE, GL_TOKEN_APP_THREE,
+};
 use common::*;
-use enac_cd::jobs::{Job, JobStatus, TriggerKind};
-use hmac::{Hmac, Mac};
+use enac_cd::domain::{Job, JobStatus, TriggerKind};
 use serde_json::{json, Value};
-use sha2::Sha256;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-const GH_SECRET_APP_ONE: &str = "gh-hook-secret-of-app-one-0123";
-const GH_SECRET_APP_THREE: &str = "gh-hook-secret-of-app-three-0123";
-const GL_TOKEN_APP_THREE: &str = "gl-hook-token-of-app-three-0123";
-const GL_KEY_APP_TWO: &[u8] = b"standard-webhooks key of app-two";
-
-/// What the example policies read from the environment, served from a map.
-fn secrets() -> HashMap<&'static str, String> {
-    let whsec = format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(GL_KEY_APP_TWO)
-    );
-    HashMap::from([
-        ("GH_HOOK_SECRET_APP_ONE", GH_SECRET_APP_ONE.to_owned()),
-        ("GL_HOOK_SIGNING_APP_TWO", whsec),
-        ("GH_HOOK_SECRET_APP_THREE", GH_SECRET_APP_THREE.to_owned()),
-        ("GL_HOOK_TOKEN_APP_THREE", GL_TOKEN_APP_THREE.to_owned()),
-    ])
-}
 
 /// The service on the embedded store with `apps` and the example policies.
 async fn spawn(apps: &[(&str, &str)]) -> TestApp {
@@ -44,143 +26,14 @@ async fn spawn(apps: &[(&str, &str)]) -> TestApp {
     let policy_dir = format!("--policy-dir={}", empty.path().display());
     let app = TestApp::spawn_embedded(&[&policy_dir]).await;
     app.set_apps(apps).await;
-    let secrets = secrets();
     app.state.policies.replace(
         enac_cd::policy::load_dir_with(
             Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/policies")),
-            &|name| secrets.get(name).cloned(),
+            &example_policy_secret,
         )
         .expect("the example policies load with their secrets"),
     );
     app
-}
-
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().to_vec()
-}
-
-/// `v1,<base64>` of a Standard Webhooks delivery.
-fn standard_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
-    let signed = hmac_sha256(key, &[format!("{id}.{timestamp}.").as_bytes(), body]);
-    format!(
-        "v1,{}",
-        base64::engine::general_purpose::STANDARD.encode(signed)
-    )
-}
-
-fn unix_now() -> i64 {
-    enac_cd::jobs::now_ms() / 1000
-}
-
-fn fresh_id() -> String {
-    ulid::Ulid::new().to_string()
-}
-
-/// A delivery ready to post: headers and the exact bytes that were signed.
-#[derive(Clone)]
-struct Delivery {
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Delivery {
-    /// The sample `webhooks/<file>`, its body changed by `edit` and
-    /// serialized once.
-    fn sample(file: &str, edit: impl FnOnce(&mut Value)) -> Delivery {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("webhooks")
-            .join(file);
-        let text = std::fs::read_to_string(&path).expect("the sample delivery is readable");
-        let mut sample: Value = serde_json::from_str(&text).expect("the sample is JSON");
-        let headers = sample["headers"]
-            .as_object()
-            .expect("the sample has headers")
-            .iter()
-            .map(|(name, value)| {
-                let value = value.as_str().expect("header values are strings");
-                (name.clone(), value.to_owned())
-            })
-            .collect();
-        edit(&mut sample["body"]);
-        let body = serde_json::to_vec(&sample["body"]).expect("the body serializes");
-        Delivery { headers, body }
-    }
-
-    fn raw(headers: Vec<(String, String)>, body: Vec<u8>) -> Delivery {
-        Delivery { headers, body }
-    }
-
-    /// Sets `name` (case-insensitive), replacing any value it had.
-    fn set(mut self, name: &str, value: &str) -> Delivery {
-        self = self.without(name);
-        self.headers.push((name.to_owned(), value.to_owned()));
-        self
-    }
-
-    fn without(mut self, name: &str) -> Delivery {
-        self.headers
-            .retain(|(present, _)| !present.eq_ignore_ascii_case(name));
-        self
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(present, _)| present.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
-    }
-
-    /// `X-Hub-Signature-256` over the body with `secret`.
-    fn github_signed(self, secret: &str) -> Delivery {
-        let digest = hex::encode(hmac_sha256(secret.as_bytes(), &[&self.body]));
-        self.set("X-Hub-Signature-256", &format!("sha256={digest}"))
-    }
-
-    /// A new `X-GitHub-Delivery` id.
-    fn github_fresh(self) -> Delivery {
-        self.set("X-GitHub-Delivery", &fresh_id())
-    }
-
-    /// Standard Webhooks headers with app-two's key, a new id and `timestamp`.
-    fn standard_signed_at(self, timestamp: i64) -> Delivery {
-        let id = format!("msg_{}", fresh_id());
-        let signature = standard_signature(GL_KEY_APP_TWO, &id, timestamp, &self.body);
-        self.set("webhook-id", &id)
-            .set("webhook-timestamp", &timestamp.to_string())
-            .set("webhook-signature", &signature)
-    }
-
-    fn standard_signed(self) -> Delivery {
-        self.standard_signed_at(unix_now())
-    }
-
-    async fn post(&self, app: &TestApp, path: &str) -> (u16, Value) {
-        let mut request = app.http.post(app.url(path)).body(self.body.clone());
-        for (name, value) in &self.headers {
-            request = request.header(name, value);
-        }
-        read(request.send().await.expect("delivery sent")).await
-    }
-
-    async fn to_github(&self, app: &TestApp) -> (u16, Value) {
-        self.post(app, "/webhooks/github").await
-    }
-
-    async fn to_gitlab(&self, app: &TestApp) -> (u16, Value) {
-        self.post(app, "/webhooks/gitlab").await
-    }
-}
-
-/// The GitHub push of `webhooks/github-push.json` with `edit`, signed by
-/// app-one's secret, with a new delivery id.
-fn push(edit: impl FnOnce(&mut Value)) -> Delivery {
-    Delivery::sample("github-push.json", edit)
-        .github_fresh()
-        .github_signed(GH_SECRET_APP_ONE)
 }
 
 /// The GitLab pipeline of `webhooks/gitlab-pipeline.json` with `edit`,
@@ -189,31 +42,10 @@ fn pipeline(edit: impl FnOnce(&mut Value)) -> Delivery {
     Delivery::sample("gitlab-pipeline.json", edit).standard_signed()
 }
 
-/// Jobs created in the last hour, whatever their status.
-async fn jobs_started(app: &TestApp) -> u64 {
-    let (status, body) = app.admin_get("/load/?periods=1_hour:3600").await;
-    assert_eq!(status, 200, "{body}");
-    body["load"]["1_hour"]
-        .as_object()
-        .expect("counts by status")
-        .values()
-        .map(|count| count.as_u64().expect("a count"))
-        .sum()
-}
-
-async fn job(app: &TestApp, job_id: &str) -> Job {
-    app.state
-        .store
-        .job(job_id)
-        .await
-        .expect("the store answers")
-        .expect("the job exists")
-}
-
 /// Polls the store until the job is final.
 async fn wait_final(app: &TestApp, job_id: &str) -> Job {
     eventually(&format!("job {job_id} to end"), DEADLINE, || async {
-        let job = job(app, job_id).await;
+        let job = app.job(job_id).await;
         matches!(job.status, JobStatus::Success | JobStatus::Error).then_some(job)
     })
     .await
@@ -285,7 +117,7 @@ async fn a_github_push_to_main_starts_app_one_and_the_job_succeeds_with_its_trig
         trigger.delivery_id.as_deref(),
         delivery.header("X-GitHub-Delivery")
     );
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -297,7 +129,7 @@ async fn a_github_ping_answers_pong_and_starts_nothing() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"status": "pong"}));
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -308,7 +140,7 @@ async fn a_push_without_signature_is_refused_401_and_starts_nothing() {
         .to_github(&app)
         .await;
     assert_refused(status, &body, 401, "missing signature");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -319,7 +151,7 @@ async fn a_push_with_a_wrong_signature_is_refused_401_and_starts_nothing() {
         .to_github(&app)
         .await;
     assert_refused(status, &body, 401, "signature does not match");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 /// A valid HMAC-SHA1 of `body` (the crate has no SHA-1; `openssl` does).
@@ -366,7 +198,7 @@ async fn a_valid_sha1_signature_alone_is_refused_401_and_starts_nothing() {
         .to_github(&app)
         .await;
     assert_refused(status, &body, 401, "malformed signature");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -380,7 +212,7 @@ async fn the_signature_of_another_body_is_refused_401_and_starts_nothing() {
         .to_github(&app)
         .await;
     assert_refused(status, &body, 401, "signature does not match");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -392,7 +224,7 @@ async fn app_one_s_repository_signed_with_app_three_s_secret_is_refused_401_and_
         .to_github(&app)
         .await;
     assert_refused(status, &body, 401, "signature does not match");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -402,7 +234,7 @@ async fn an_unknown_repository_id_is_refused_401_and_starts_nothing() {
         .to_github(&app)
         .await;
     assert_refused(status, &body, 401, "signature does not match");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -412,7 +244,7 @@ async fn a_verified_push_to_another_branch_is_ignored_naming_the_ref() {
         .to_github(&app)
         .await;
     assert_ignored(status, &body, "`/ref` has another value");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -425,7 +257,7 @@ async fn a_push_deleting_the_branch_is_ignored() {
     .to_github(&app)
     .await;
     assert_ignored(status, &body, "deleted branch");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -445,7 +277,7 @@ async fn an_event_outside_the_rules_allow_list_is_ignored() {
     .to_github(&app)
     .await;
     assert_ignored(status, &body, "`events` does not list this event");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -465,7 +297,7 @@ async fn a_successful_workflow_run_of_the_same_repository_starts_app_one() {
         done.trigger.sha.as_deref(),
         Some("0d1a26e67d8f5eaf1f6ba5c57fc3c7d91ac0fd1c")
     );
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -479,7 +311,7 @@ async fn a_failed_workflow_run_is_ignored() {
     .to_github(&app)
     .await;
     assert_ignored(status, &body, "conclusion is `failure`");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -494,7 +326,7 @@ async fn a_workflow_run_from_a_fork_is_ignored() {
     .to_github(&app)
     .await;
     assert_ignored(status, &body, "fork");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -517,7 +349,7 @@ async fn a_replayed_github_delivery_id_is_a_duplicate_and_starts_no_second_job()
             .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"status": "duplicate"}));
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -530,18 +362,18 @@ async fn the_same_body_under_a_new_delivery_id_is_a_duplicate() {
     let (status, body) = delivery.github_fresh().to_github(&app).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"status": "duplicate"}));
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
 async fn a_body_over_5_mib_is_refused_413_and_starts_nothing() {
     let app = spawn(APPS).await;
-    let padding = "x".repeat(enac_cd::webhook::BODY_LIMIT);
+    let padding = "x".repeat(enac_cd::ingress::webhook::BODY_LIMIT);
     let (status, body) = push(|body| body["padding"] = json!(padding))
         .to_github(&app)
         .await;
     assert_refused(status, &body, 413, "request body is too large");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -562,7 +394,7 @@ async fn a_signed_body_that_is_not_json_is_refused_400_and_starts_nothing() {
         400,
         "body is not a JSON object with the repository id",
     );
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 // ---- GitLab ----
@@ -605,7 +437,7 @@ async fn a_signed_gitlab_pipeline_starts_app_two_and_the_job_succeeds() {
         trigger.delivery_id.as_deref(),
         delivery.header("webhook-id")
     );
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -628,7 +460,7 @@ async fn one_valid_signature_among_several_is_enough() {
         .to_gitlab(&app)
         .await;
     accepted_job(status, &body, "app-two", "starting");
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -640,7 +472,7 @@ async fn a_signature_six_minutes_old_is_refused_401_and_starts_nothing() {
     .to_gitlab(&app)
     .await;
     assert_refused(status, &body, 401, "timestamp outside the 5-minute window");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -651,7 +483,7 @@ async fn a_token_alone_is_refused_401_when_a_signing_secret_is_configured() {
         .to_gitlab(&app)
         .await;
     assert_refused(status, &body, 401, "missing signature");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -663,7 +495,7 @@ async fn a_running_pipeline_is_ignored() {
     .to_gitlab(&app)
     .await;
     assert_ignored(status, &body, "pipeline status is `running`");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -679,7 +511,7 @@ async fn the_same_pipeline_and_status_under_new_ids_is_a_duplicate() {
     .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"status": "duplicate"}));
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -703,7 +535,7 @@ async fn a_gitlab_push_with_the_right_token_starts_app_three() {
         trigger.delivery_id.as_deref(),
         delivery.header("Idempotency-Key")
     );
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 #[tokio::test]
@@ -719,7 +551,7 @@ async fn a_gitlab_push_with_a_wrong_token_is_refused_401_and_starts_nothing() {
         .to_gitlab(&app)
         .await;
     assert_refused(status, &body, 401, "missing signature");
-    assert_eq!(jobs_started(&app).await, 0);
+    assert_eq!(app.jobs_started().await, 0);
 }
 
 #[tokio::test]
@@ -736,7 +568,7 @@ async fn a_replayed_idempotency_key_is_a_duplicate() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body, json!({"status": "duplicate"}));
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
 }
 
 // ---- on_busy, metrics ----
@@ -763,12 +595,12 @@ async fn app_two_rejects_a_second_pipeline_while_its_job_runs() {
     );
     assert!(
         !matches!(
-            job(&app, &first).await.status,
+            app.job(&first).await.status,
             JobStatus::Success | JobStatus::Error
         ),
         "the first job was still running when the second came"
     );
-    assert_eq!(jobs_started(&app).await, 1);
+    assert_eq!(app.jobs_started().await, 1);
     assert_eq!(wait_final(&app, &first).await.status, JobStatus::Success);
 }
 
@@ -795,7 +627,7 @@ async fn app_one_queues_a_second_push_while_its_job_runs() {
         second.trigger.sha.as_deref(),
         Some("4444444444444444444444444444444444444444")
     );
-    assert_eq!(jobs_started(&app).await, 2);
+    assert_eq!(app.jobs_started().await, 2);
 }
 
 #[tokio::test]
@@ -837,5 +669,5 @@ async fn metrics_count_deliveries_by_provider_and_result() {
             sample.trim()
         );
     }
-    assert_eq!(jobs_started(&app).await, 2);
+    assert_eq!(app.jobs_started().await, 2);
 }

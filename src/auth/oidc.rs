@@ -13,8 +13,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::config::units::parse_duration;
-use crate::jobs::{unix_now, Trigger, TriggerKind};
+use crate::domain::{unix_now, Trigger, TriggerKind};
+use crate::units::parse_duration;
 
 /// Unknown `kid`: at most one JWKS refetch a minute per issuer.
 const REFETCH_EVERY: Duration = Duration::from_secs(60);
@@ -169,22 +169,32 @@ pub enum OidcError {
 }
 
 impl OidcError {
-    /// The metric label of the refusal.
-    pub fn check(&self) -> String {
+    /// The metric label of the refusal: from a fixed set, whatever the token.
+    pub fn check(&self) -> &'static str {
         match self {
-            OidcError::Malformed => "malformed".into(),
-            OidcError::ForbiddenHeader(name) => format!("header_{name}"),
-            OidcError::Algorithm => "algorithm".into(),
-            OidcError::MissingKid | OidcError::UnknownKid => "kid".into(),
-            OidcError::Issuer => "issuer".into(),
-            OidcError::Keys => "jwks".into(),
-            OidcError::Signature => "signature".into(),
-            OidcError::Expired => "exp".into(),
-            OidcError::NotYetValid => "nbf".into(),
-            OidcError::Audience => "aud".into(),
-            OidcError::MissingClaim(name) => format!("claim_{name}"),
-            OidcError::Lifetime => "lifetime".into(),
-            OidcError::IssuedInFuture => "iat".into(),
+            OidcError::Malformed => "oidc_malformed",
+            OidcError::ForbiddenHeader("crit") => "oidc_header_crit",
+            OidcError::ForbiddenHeader("jku") => "oidc_header_jku",
+            OidcError::ForbiddenHeader("x5u") => "oidc_header_x5u",
+            OidcError::ForbiddenHeader(_) => "oidc_header_jwk",
+            OidcError::Algorithm => "oidc_algorithm",
+            OidcError::MissingKid | OidcError::UnknownKid => "oidc_kid",
+            OidcError::Issuer => "oidc_issuer",
+            OidcError::Keys => "oidc_jwks",
+            OidcError::Signature => "oidc_signature",
+            OidcError::Expired => "oidc_exp",
+            OidcError::NotYetValid => "oidc_nbf",
+            OidcError::Audience => "oidc_aud",
+            OidcError::MissingClaim(name) => match name.as_str() {
+                "iss" => "oidc_claim_iss",
+                "aud" => "oidc_claim_aud",
+                "exp" => "oidc_claim_exp",
+                "iat" => "oidc_claim_iat",
+                "jti" => "oidc_claim_jti",
+                _ => "oidc_claim",
+            },
+            OidcError::Lifetime => "oidc_lifetime",
+            OidcError::IssuedInFuture => "oidc_iat",
         }
     }
 }

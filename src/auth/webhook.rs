@@ -15,15 +15,23 @@ pub const TIMESTAMP_TOLERANCE_SECS: i64 = 5 * 60;
 
 /// Why a signed delivery was refused (the reason is shown to the sender).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.reason())]
 pub enum SignatureError {
-    #[error("missing signature")]
     Missing,
-    #[error("malformed signature")]
     Malformed,
-    #[error("signature does not match")]
     Mismatch,
-    #[error("timestamp outside the 5-minute window")]
     Stale,
+}
+
+impl SignatureError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            SignatureError::Missing => "missing signature",
+            SignatureError::Malformed => "malformed signature",
+            SignatureError::Mismatch => "signature does not match",
+            SignatureError::Stale => "timestamp outside the 5-minute window",
+        }
+    }
 }
 
 /// Checks `sha256=<hex>` over the raw body; SHA-1 (`sha1=`) is refused.

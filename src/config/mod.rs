@@ -2,7 +2,6 @@
 //! (file < env < flag), validated once at start.
 
 mod file;
-pub mod units;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -13,39 +12,14 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use file::{issuers_from, merge_config_file};
 
-/// What a trigger gets while its inventory already has a running job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OnBusy {
-    /// Refuse with "App deployment is already running".
-    Reject,
-    /// Answer with the running job.
-    Join,
-    /// Queue one job that starts when the running one ends.
-    Queue,
-}
-
-impl OnBusy {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnBusy::Reject => "reject",
-            OnBusy::Join => "join",
-            OnBusy::Queue => "queue",
-        }
-    }
-}
+use crate::domain::{Lifetimes, OnBusy};
+use crate::launch::{is_executable, DockerPull};
+use crate::units;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LauncherKind {
     Docker,
     Process,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum DockerPull {
-    Always,
-    Missing,
-    Never,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -360,16 +334,11 @@ impl Settings {
         }
     }
 
-    /// The lock outlives a job's timeout by this margin, so that only a crash
-    /// (never a slow job) lets a lock expire on its own.
-    pub fn lock_ttl(&self) -> Duration {
-        self.job_timeout + Duration::from_secs(300)
+    /// How long jobs, locks and tokens live.
+    pub fn lifetimes(&self) -> Lifetimes {
+        Lifetimes {
+            job_timeout: self.job_timeout,
+            job_ttl: self.job_ttl,
+        }
     }
-}
-
-pub(crate) fn is_executable(path: &std::path::Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(path)
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }

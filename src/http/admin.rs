@@ -1,7 +1,5 @@
 //! Admin endpoints (bearer `CD_ADMIN_TOKEN`): the app list and the load.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Deserialize;
@@ -10,7 +8,6 @@ use serde_json::{json, Value};
 use super::extract::{Admin, JsonBody};
 use super::{ApiError, AppState};
 use crate::apps::parse_apps;
-use crate::jobs::{now_ms, JobStatus};
 
 pub async fn set_available_apps(
     _admin: Admin,
@@ -62,25 +59,7 @@ pub async fn load(
     Query(query): Query<LoadQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let periods = parse_periods(query.periods.as_deref().unwrap_or(DEFAULT_PERIODS))?;
-    let now = now_ms();
-    let longest = periods
-        .iter()
-        .map(|(_, seconds)| *seconds)
-        .max()
-        .unwrap_or(0);
-    let jobs = state.store.jobs_since(now - longest * 1000).await?;
-    let mut load = serde_json::Map::new();
-    for (name, seconds) in periods {
-        let since = now - seconds * 1000;
-        let mut counts: BTreeMap<&str, u64> = JobStatus::ALL
-            .iter()
-            .map(|status| (status.as_str(), 0))
-            .collect();
-        for (_, status) in jobs.iter().filter(|(created, _)| *created >= since) {
-            *counts.entry(status.as_str()).or_default() += 1;
-        }
-        load.insert(name, json!(counts));
-    }
+    let load = state.lifecycle.load(&periods).await?;
     Ok(Json(json!({"status": "ok", "load": load})))
 }
 

@@ -6,9 +6,10 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{CallbackJob, JsonBody};
+use super::extract::{Callback, JsonBody};
 use super::{ApiError, AppState};
-use crate::jobs::{JobStatus, UpdateRefused};
+use crate::domain::JobStatus;
+use crate::jobs::UpdateRefused;
 use crate::store::OutputChange;
 
 #[derive(Deserialize)]
@@ -32,13 +33,10 @@ fn reported_status(text: &str) -> Option<JobStatus> {
 
 pub async fn set_job_status(
     State(state): State<AppState>,
-    CallbackJob(token_job): CallbackJob,
+    Callback(caller): Callback,
     JsonBody(request): JsonBody<CallbackRequest>,
 ) -> Result<Json<Value>, ApiError> {
-    if request.job_id != token_job {
-        state.metrics.refuse("callback_token_other_job");
-        return Err(ApiError::Forbidden("callback token is for another job"));
-    }
+    state.access.may_report(&caller, &request.job_id)?;
     let status = reported_status(&request.status).ok_or_else(|| {
         ApiError::Unprocessable("`status` must be running, success, error or finished".into())
     })?;

@@ -6,6 +6,7 @@ use axum::Json;
 use serde_json::{json, Value};
 use tracing::error;
 
+use crate::access::Denied;
 use crate::apps::AppProblem;
 use crate::store::StoreError;
 
@@ -44,6 +45,20 @@ pub enum ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         ApiError::Unavailable(error.to_string())
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied {
+            Denied::AppNotFound => ApiError::Domain("App not found"),
+            Denied::JobNotFound => ApiError::Domain("Job not found"),
+            Denied::Busy => ApiError::Domain("App deployment is already running"),
+            Denied::Unauthenticated(reason) => ApiError::Unauthorized(reason),
+            Denied::TokenRefused(reason) => ApiError::TokenRefused(reason),
+            Denied::Forbidden(reason) => ApiError::Forbidden(reason),
+            Denied::Unavailable(error) => error.into(),
+        }
     }
 }
 

@@ -1,20 +1,16 @@
 //! Extractors that guard requests: a handler that needs one cannot forget it.
 
 use axum::body::Bytes;
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Path, Request};
 use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, AppState};
-use crate::auth::bearer_matches;
-use crate::auth::webhook::SignatureError;
-use crate::jobs::{TokenError, TokenKind};
-use crate::metrics::DeliveryLabels;
-use crate::policy::Provider;
-use crate::webhook::{self, Refusal, VerifiedDelivery};
-use secrecy::ExposeSecret;
+use crate::access::CallbackCaller;
+use crate::ingress::webhook::{self, Refusal, VerifiedDelivery};
+use crate::metrics::DeliveryResult;
 
 /// A JSON body: content type checked (415), size capped by the route's body
 /// limit (413), syntax (400) and shape (422) errors in the shared body.
@@ -106,31 +102,16 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let state = AppState::from_ref(state);
-        let Some(expected) = state.admin_token.as_deref() else {
-            state.metrics.refuse("admin_disabled");
-            return Err(ApiError::Forbidden(
-                "admin endpoints are disabled (CD_ADMIN_TOKEN is unset)",
-            ));
-        };
-        match bearer_of(parts) {
-            Ok(Some(token)) if bearer_matches(&token, expected.expose_secret()) => Ok(Admin),
-            Ok(Some(_)) => {
-                state.metrics.refuse("admin_token_invalid");
-                Err(ApiError::Unauthorized("invalid admin token"))
-            }
-            Ok(None) | Err(_) => {
-                state.metrics.refuse("admin_token_missing");
-                Err(ApiError::Unauthorized("missing admin bearer token"))
-            }
-        }
+        let token = bearer_of(parts).ok().flatten();
+        AppState::from_ref(state).access.admin(token.as_deref())?;
+        Ok(Admin)
     }
 }
 
-/// A valid callback token; holds the one job it is good for.
-pub struct CallbackJob(pub String);
+/// A valid callback token, checked before the body is read.
+pub struct Callback(pub CallbackCaller);
 
-impl<S> FromRequestParts<S> for CallbackJob
+impl<S> FromRequestParts<S> for Callback
 where
     S: Send + Sync,
     AppState: FromRef<S>,
@@ -138,101 +119,56 @@ where
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        let state = AppState::from_ref(state);
-        let Ok(Some(token)) = bearer_of(parts) else {
-            state.metrics.refuse("callback_token_missing");
-            return Err(ApiError::Unauthorized("missing callback token"));
+        let token = bearer_of(parts).ok().flatten();
+        let caller = AppState::from_ref(state)
+            .access
+            .callback(token.as_deref())?;
+        Ok(Callback(caller))
+    }
+}
+
+/// A webhook delivery to `/webhooks/{provider}` whose signature holds for a
+/// policy rule bound to its repository or project id; the body is capped by
+/// the route's limit before anything is read.
+pub struct SignedDelivery(pub VerifiedDelivery);
+
+impl FromRequest<AppState> for SignedDelivery {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
+        let (mut parts, body) = request.into_parts();
+        let Ok(Path(name)) = Path::<String>::from_request_parts(&mut parts, state).await else {
+            return Err(ApiError::NotFound("not found"));
         };
-        match state.lifecycle.tokens().verify(TokenKind::Callback, &token) {
-            Ok(job_id) => Ok(CallbackJob(job_id)),
-            Err(TokenError::Expired) => {
-                state.metrics.refuse("callback_token_expired");
-                Err(ApiError::Unauthorized("callback token expired"))
-            }
-            Err(TokenError::Invalid) => {
-                state.metrics.refuse("callback_token_invalid");
-                Err(ApiError::Unauthorized("invalid callback token"))
-            }
-        }
-    }
-}
-
-/// Reads a webhook body (capped by the route's limit) and verifies it
-/// against the policy rules bound to its repository or project id.
-async fn signed_delivery(
-    request: Request,
-    state: &AppState,
-    provider: Provider,
-) -> Result<VerifiedDelivery, ApiError> {
-    let count = |result: &str| {
-        state
-            .metrics
-            .webhook_deliveries
-            .get_or_create(&DeliveryLabels {
-                provider: provider.as_str().to_owned(),
-                result: result.to_owned(),
+        let Some(provider) = webhook::provider_named(&name) else {
+            return Err(ApiError::NotFound("not found"));
+        };
+        let label = provider.provider().as_str();
+        let count = |result| state.metrics.delivery(label, result);
+        let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    count(DeliveryResult::TooLarge);
+                    ApiError::TooLarge
+                } else {
+                    count(DeliveryResult::BadRequest);
+                    ApiError::BadRequest("cannot read request body".into())
+                }
+            })?;
+        let verified = webhook::verify(state.policies.current(), provider, &parts.headers, &bytes);
+        verified
+            .map(SignedDelivery)
+            .map_err(|refusal| match refusal {
+                Refusal::Signature(error) => {
+                    count(DeliveryResult::Unauthorized);
+                    state.metrics.refuse(error.into());
+                    ApiError::Unauthorized(error.reason())
+                }
+                other => {
+                    count(DeliveryResult::BadRequest);
+                    ApiError::BadRequest(other.to_string())
+                }
             })
-            .inc();
-    };
-    let (parts, body) = request.into_parts();
-    let bytes = Bytes::from_request(Request::from_parts(parts.clone(), body), state)
-        .await
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                count("too_large");
-                ApiError::TooLarge
-            } else {
-                count("bad_request");
-                ApiError::BadRequest("cannot read request body".into())
-            }
-        })?;
-    webhook::verify(state.policies.current(), provider, &parts.headers, &bytes).map_err(|refusal| {
-        match refusal {
-            Refusal::Signature(error) => {
-                count("unauthorized");
-                state.metrics.refuse(match error {
-                    SignatureError::Missing => "webhook_signature_missing",
-                    SignatureError::Malformed => "webhook_signature_malformed",
-                    SignatureError::Mismatch => "webhook_signature_mismatch",
-                    SignatureError::Stale => "webhook_timestamp_stale",
-                });
-                ApiError::Unauthorized(match error {
-                    SignatureError::Missing => "missing signature",
-                    SignatureError::Malformed => "malformed signature",
-                    SignatureError::Mismatch => "signature does not match",
-                    SignatureError::Stale => "timestamp outside the 5-minute window",
-                })
-            }
-            other => {
-                count("bad_request");
-                ApiError::BadRequest(other.to_string())
-            }
-        }
-    })
-}
-
-/// A GitHub delivery whose `X-Hub-Signature-256` holds.
-pub struct GithubDelivery(pub VerifiedDelivery);
-
-impl FromRequest<AppState> for GithubDelivery {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        signed_delivery(request, state, Provider::Github)
-            .await
-            .map(GithubDelivery)
-    }
-}
-
-/// A GitLab delivery whose token or Standard Webhooks signature holds.
-pub struct GitlabDelivery(pub VerifiedDelivery);
-
-impl FromRequest<AppState> for GitlabDelivery {
-    type Rejection = ApiError;
-
-    async fn from_request(request: Request, state: &AppState) -> Result<Self, ApiError> {
-        signed_delivery(request, state, Provider::Gitlab)
-            .await
-            .map(GitlabDelivery)
     }
 }

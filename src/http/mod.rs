@@ -16,12 +16,10 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use secrecy::SecretString;
-
 pub use error::ApiError;
 
-use crate::auth::oidc::OidcVerifier;
-use crate::config::OnBusy;
+use crate::access::JobAccess;
+use crate::ingress::Ingress;
 use crate::jobs::Lifecycle;
 use crate::launch::Launcher;
 use crate::metrics::{Metrics, RequestLabels};
@@ -37,14 +35,14 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub launcher: Arc<dyn Launcher>,
     pub lifecycle: Arc<Lifecycle>,
+    /// Every way a job is asked for.
+    pub ingress: Ingress,
+    /// Who may read or act on a job.
+    pub access: JobAccess,
     pub metrics: Metrics,
-    pub admin_token: Option<Arc<SecretString>>,
-    /// What a `secret` trigger gets while its inventory is busy.
-    pub on_busy: OnBusy,
     /// `CD_MAX_OUTPUT`: a callback may carry at most about this much output.
     pub max_output: usize,
     pub policies: Policies,
-    pub oidc: Arc<OidcVerifier>,
 }
 
 async fn not_found() -> ApiError {
@@ -84,9 +82,8 @@ pub fn router(state: AppState) -> Router {
         .route("/set-job-status/", post(callback::set_job_status))
         .layer(DefaultBodyLimit::max(callback_limit));
     let webhooks = Router::new()
-        .route("/webhooks/github", post(webhooks::github))
-        .route("/webhooks/gitlab", post(webhooks::gitlab))
-        .layer(DefaultBodyLimit::max(crate::webhook::BODY_LIMIT));
+        .route("/webhooks/{provider}", post(webhooks::deliver))
+        .layer(DefaultBodyLimit::max(crate::ingress::webhook::BODY_LIMIT));
     Router::new()
         .route("/", get(ops::root))
         .route("/healthz", get(ops::healthz))

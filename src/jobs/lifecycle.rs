@@ -2,7 +2,7 @@
 //! exits, timeouts and reconciliation all end in [`Lifecycle::update`], so
 //! the lock release and the start of a queued job happen in one place.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -10,8 +10,8 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use super::{now_ms, Job, JobStatus, NewJob, TokenKind, TokenSigner, Trigger};
-use crate::config::OnBusy;
+use super::{TokenKind, TokenSigner};
+use crate::domain::{now_ms, Job, JobStatus, Lifetimes, NewJob, OnBusy, Trigger};
 use crate::launch::{Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, Presence};
 use crate::metrics::{JobLabels, Metrics, TriggerLabels};
 use crate::store::{JobUpdate, OutputChange, StartOutcome, Store, StoreError, UpdateOutcome};
@@ -23,8 +23,7 @@ pub struct LifecycleConfig {
     pub public_url: String,
     pub cd_env: Option<String>,
     pub self_inventory: String,
-    pub job_timeout: Duration,
-    pub job_ttl: Duration,
+    pub lifetimes: Lifetimes,
     /// This service instance, for launch claims.
     pub instance: String,
 }
@@ -108,6 +107,11 @@ async fn pump_output(store: Arc<dyn Store>, job_id: String, mut output: Unbounde
     }
 }
 
+/// The launcher's record of a job's program, if one was kept.
+fn launch_record(job: &Job) -> Option<LaunchRecord> {
+    job.launch.as_ref().and_then(LaunchRecord::from_data)
+}
+
 impl Lifecycle {
     pub fn new(
         store: Arc<dyn Store>,
@@ -133,8 +137,11 @@ impl Lifecycle {
 
     /// A token that reads `job_id`'s status until the job has expired.
     pub fn status_token(&self, job_id: &str) -> String {
-        let lifetime = self.config.job_timeout * 2 + self.config.job_ttl;
-        self.tokens.issue(TokenKind::Status, job_id, lifetime)
+        self.tokens.issue(
+            TokenKind::Status,
+            job_id,
+            self.config.lifetimes.status_token(),
+        )
     }
 
     /// Starts, queues or joins a job for the request, per its `on_busy`.
@@ -151,7 +158,7 @@ impl Lifecycle {
             self.metrics
                 .jobs_started
                 .get_or_create(&TriggerLabels {
-                    trigger: new.trigger.kind.as_str().to_owned(),
+                    trigger: new.trigger.kind,
                 })
                 .inc();
         }
@@ -170,6 +177,32 @@ impl Lifecycle {
             StartOutcome::Joined(job) => Ok(Started::Joined(job)),
             StartOutcome::Busy => Err(LifecycleError::Busy),
         }
+    }
+
+    /// Per named period (seconds back from now), the jobs created within it
+    /// counted by status (`/load/`).
+    pub async fn load(
+        &self,
+        periods: &[(String, i64)],
+    ) -> Result<BTreeMap<String, BTreeMap<JobStatus, u64>>, StoreError> {
+        let now = now_ms();
+        let longest = periods
+            .iter()
+            .map(|(_, seconds)| *seconds)
+            .max()
+            .unwrap_or(0);
+        let jobs = self.store.jobs_since(now - longest * 1000).await?;
+        let mut load = BTreeMap::new();
+        for (name, seconds) in periods {
+            let since = now - seconds * 1000;
+            let mut counts: BTreeMap<JobStatus, u64> =
+                JobStatus::ALL.iter().map(|status| (*status, 0)).collect();
+            for (_, status) in jobs.iter().filter(|(created, _)| *created >= since) {
+                *counts.entry(*status).or_default() += 1;
+            }
+            load.insert(name.clone(), counts);
+        }
+        Ok(load)
     }
 
     /// Applies a status change from any source (callback, exit, timeout);
@@ -208,16 +241,13 @@ impl Lifecycle {
             Ok(Some(job)) => {
                 info!(job_id, deployment_id = %job.deployment_id, inventory = %job.inventory,
                       trigger = %job.trigger, %status, "job finished");
-                job.trigger.kind.as_str()
+                Some(job.trigger.kind)
             }
-            _ => "unknown",
+            _ => None,
         };
         self.metrics
             .jobs_finished
-            .get_or_create(&JobLabels {
-                trigger: trigger.to_owned(),
-                status: status.as_str().to_owned(),
-            })
+            .get_or_create(&JobLabels { trigger, status })
             .inc();
     }
 
@@ -282,7 +312,7 @@ impl Lifecycle {
             env.push(("CD_ENV".to_owned(), cd_env.clone()));
         }
         // Good for this job until it times out; the store refuses it once final.
-        let lifetime = self.config.job_timeout + Duration::from_secs(60);
+        let lifetime = self.config.lifetimes.callback_token();
         LaunchSpec {
             job_id: job.id.clone(),
             deployment_id: job.deployment_id.clone(),
@@ -318,7 +348,7 @@ impl Lifecycle {
                 return None;
             }
         };
-        if let Err(error) = self.store.record_launch(&job.id, &record).await {
+        if let Err(error) = self.store.record_launch(&job.id, &record.to_data()).await {
             error!(job_id = %job.id, %error, "cannot record job launch");
         }
         info!(job_id = %job.id, inventory = %job.inventory, "job launched");
@@ -368,14 +398,14 @@ impl Lifecycle {
     }
 
     fn time_left(&self, started_at: i64) -> Duration {
-        let deadline = started_at + self.config.job_timeout.as_millis() as i64;
+        let deadline = started_at + self.config.lifetimes.job_timeout.as_millis() as i64;
         Duration::from_millis((deadline - now_ms()).max(0) as u64)
     }
 
     fn timed_out(&self) -> String {
         format!(
             "timed out after {}",
-            crate::config::units::format_duration(self.config.job_timeout)
+            crate::units::format_duration(self.config.lifetimes.job_timeout)
         )
     }
 
@@ -422,11 +452,9 @@ impl Lifecycle {
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), StoreError> {
         self.reconcile_labelled().await?;
         for job in self.store.open_jobs().await? {
-            match (&job.launch, job.status) {
+            match (launch_record(&job), job.status) {
                 (_, JobStatus::Queued) => self.promote(&job.inventory).await,
-                (Some(record), _) if self.launcher.owns(record) => {
-                    self.adopt(job.clone(), record.clone()).await
-                }
+                (Some(record), _) if self.launcher.owns(&record) => self.adopt(job, record).await,
                 (None, _) if job.launch_claim.is_none() => self.spawn_launch(job),
                 _ => {}
             }
@@ -449,7 +477,7 @@ impl Lifecycle {
         for (job_id, record) in labelled {
             match self.store.job(&job_id).await? {
                 Some(job) if !job.status.is_final() && job.launch.is_none() => {
-                    self.store.record_launch(&job_id, &record).await?;
+                    self.store.record_launch(&job_id, &record.to_data()).await?;
                 }
                 Some(job) if !job.status.is_final() => {}
                 Some(_) => {
@@ -494,7 +522,7 @@ impl Lifecycle {
     /// One pass over open jobs that no watcher here follows.
     async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
         let grace = SWEEP_GRACE.as_millis() as i64;
-        let timeout = self.config.job_timeout.as_millis() as i64;
+        let timeout = self.config.lifetimes.job_timeout.as_millis() as i64;
         for job in self.store.open_jobs().await? {
             if self.lock_watched().contains(&job.id) {
                 continue;
@@ -504,9 +532,10 @@ impl Lifecycle {
                 _ => {
                     let started_at = job.started_at.unwrap_or(job.created_at);
                     if now_ms() > started_at + timeout + grace {
-                        if let Some(record) = job.launch.as_ref().filter(|r| self.launcher.owns(r))
+                        if let Some(record) =
+                            launch_record(&job).filter(|record| self.launcher.owns(record))
                         {
-                            let _ = self.launcher.stop(record).await;
+                            let _ = self.launcher.stop(&record).await;
                         }
                         self.fail(&job.id, &self.timed_out()).await;
                     } else if job.launch.is_none() && job.launch_claim.is_none() {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::unix_now;
+use crate::domain::unix_now;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 

@@ -22,8 +22,7 @@ use tokio::sync::OnceCell;
 use super::{
     Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputSink, Presence,
 };
-use crate::config::DockerPull;
-use crate::jobs::unix_now;
+use crate::domain::unix_now;
 
 pub const LABEL_JOB_ID: &str = "enac-cd.job-id";
 pub const LABEL_INVENTORY: &str = "enac-cd.inventory";
@@ -33,6 +32,14 @@ pub const LABEL_DEPLOYMENT_ID: &str = "enac-cd.deployment-id";
 const TAIL_LINES: &str = "20";
 /// How long the log follower may lag behind the exit.
 const LOG_DRAIN: Duration = Duration::from_secs(5);
+
+/// `CD_DOCKER_PULL`: when the image is pulled before a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum DockerPull {
+    Always,
+    Missing,
+    Never,
+}
 
 /// What the launcher needs of the settings.
 #[derive(Clone, Debug)]

@@ -7,8 +7,10 @@ use async_trait::async_trait;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
-pub use docker::DockerLauncher;
-pub use process::ProcessLauncher;
+use crate::domain::LaunchData;
+
+pub use docker::{DockerLauncher, DockerPull};
+pub use process::{is_executable, ProcessLauncher};
 
 /// Where a launcher that can follow a running program's output sends it.
 pub type OutputSink = tokio::sync::mpsc::UnboundedSender<String>;
@@ -43,6 +45,18 @@ pub enum LaunchRecord {
     Docker {
         container_id: String,
     },
+}
+
+impl LaunchRecord {
+    /// As the store keeps it.
+    pub fn to_data(&self) -> LaunchData {
+        LaunchData(serde_json::to_value(self).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Read back from the store; `None` for a record no launcher here wrote.
+    pub fn from_data(data: &LaunchData) -> Option<LaunchRecord> {
+        serde_json::from_value(data.0.clone()).ok()
+    }
 }
 
 /// How a program ended.

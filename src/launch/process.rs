@@ -252,7 +252,7 @@ impl Launcher for ProcessLauncher {
     }
 
     async fn ping(&self) -> Result<(), LaunchError> {
-        if !crate::config::is_executable(&self.program) {
+        if !is_executable(&self.program) {
             return Err(LaunchError::Unavailable(format!(
                 "{} is not an executable file",
                 self.program.display()
@@ -262,6 +262,14 @@ impl Launcher for ProcessLauncher {
             LaunchError::Unavailable(format!("{}: {error}", self.log_dir.display()))
         })
     }
+}
+
+/// Whether `path` is a file someone may execute.
+pub fn is_executable(path: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::rules::{AnyOf, OidcRule, Provider, WebhookRule};
 use super::{Policy, PolicySet};
-use crate::config::OnBusy;
+use crate::domain::OnBusy;
 
 /// Why a policy set was refused.
 #[derive(Debug, thiserror::Error)]

@@ -12,7 +12,7 @@ use std::sync::{Arc, RwLock};
 pub use load::{load_dir, load_dir_with, EnvLookup, PolicyError};
 pub use rules::{Mismatch, OidcRule, Provider, WebhookRule};
 
-use crate::config::OnBusy;
+use crate::domain::OnBusy;
 
 /// One deployment's policy file.
 #[derive(Debug)]

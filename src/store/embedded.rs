@@ -18,9 +18,7 @@ use super::{
     changed_output, parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store,
     StoreError, StoredApp, UpdateOutcome,
 };
-use crate::config::OnBusy;
-use crate::jobs::{now_ms, Job, JobStatus, NewJob};
-use crate::launch::LaunchRecord;
+use crate::domain::{is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy};
 
 const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -134,10 +132,10 @@ fn promote(
     let Some(mut stored) = read_job(&jobs, &job_id, now)? else {
         return Ok(None);
     };
-    if stored.job.status != JobStatus::Queued {
+    if stored.job.status != JobStatus::WAITING {
         return Ok(None);
     }
-    stored.job.status = JobStatus::Starting;
+    stored.job.status = JobStatus::LOCK_HOLDER;
     stored.job.started_at = Some(now);
     write_job(&mut jobs, &stored)?;
     let lock = Lock {
@@ -334,6 +332,9 @@ impl Store for EmbeddedStore {
         let (deployment_id, job_id) = (deployment_id.to_owned(), job_id.to_owned());
         self.read(move |txn| {
             let app = read_app(&txn.open_table(APPS).map_err(unavailable)?, &deployment_id)?;
+            if !is_plausible_job_id(&job_id) {
+                return Ok((app, None));
+            }
             let jobs = txn.open_table(JOBS).map_err(unavailable)?;
             let job = read_job(&jobs, &job_id, now_ms())?.map(|stored| stored.job);
             Ok((app, job))
@@ -342,6 +343,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(None);
+        }
         let job_id = job_id.to_owned();
         self.read(move |txn| {
             let jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -366,6 +370,9 @@ impl Store for EmbeddedStore {
         job_id: &str,
         update: &JobUpdate,
     ) -> Result<UpdateOutcome, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(UpdateOutcome::NotFound);
+        }
         let (job_id, update) = (job_id.to_owned(), update.clone());
         self.run(move |db, limits| {
             let txn = db.begin_write().map_err(unavailable)?;
@@ -380,6 +387,9 @@ impl Store for EmbeddedStore {
     }
 
     async fn append_output(&self, job_id: &str, text: &str) -> Result<bool, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(false);
+        }
         let (job_id, text) = (job_id.to_owned(), text.to_owned());
         self.run(move |db, limits| {
             let mut appended = false;
@@ -432,7 +442,7 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn record_launch(&self, job_id: &str, record: &LaunchRecord) -> Result<(), StoreError> {
+    async fn record_launch(&self, job_id: &str, record: &LaunchData) -> Result<(), StoreError> {
         let (job_id, record) = (job_id.to_owned(), record.clone());
         self.run(move |db, _| {
             write(db, |txn| {
@@ -547,7 +557,7 @@ fn start(
     let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
     let holder = live_lock(&locks, &new.inventory, now)?;
     let status = match (&holder, on_busy) {
-        (None, _) => JobStatus::Starting,
+        (None, _) => JobStatus::LOCK_HOLDER,
         (Some(_), OnBusy::Reject) => return Ok(StartOutcome::Busy),
         (Some(lock), OnBusy::Join) => {
             return Ok(match read_job(&jobs, &lock.job_id, now)? {
@@ -563,26 +573,14 @@ fn start(
                 .map(|id| id.value().to_owned());
             if let Some(waiting) = waiting.and_then(|id| read_job(&jobs, &id, now).transpose()) {
                 let waiting = waiting?;
-                if waiting.job.status == JobStatus::Queued {
+                if waiting.job.status == JobStatus::WAITING {
                     return Ok(StartOutcome::Joined(waiting.job));
                 }
             }
-            JobStatus::Queued
+            JobStatus::WAITING
         }
     };
-    let job = Job {
-        id: new.id.clone(),
-        deployment_id: new.deployment_id,
-        inventory: new.inventory.clone(),
-        status,
-        output: String::new(),
-        trigger: new.trigger,
-        created_at: now,
-        started_at: (status == JobStatus::Starting).then_some(now),
-        finished_at: None,
-        launch: None,
-        launch_claim: None,
-    };
+    let job = new.into_job(status);
     write_job(
         &mut jobs,
         &StoredJob {
@@ -592,25 +590,25 @@ fn start(
     )?;
     txn.open_table(OPEN)
         .map_err(unavailable)?
-        .insert(new.id.as_str(), ())
+        .insert(job.id.as_str(), ())
         .map_err(unavailable)?;
     txn.open_table(INDEX)
         .map_err(unavailable)?
-        .insert((now, new.id.as_str()), ())
+        .insert((now, job.id.as_str()), ())
         .map_err(unavailable)?;
-    if status == JobStatus::Starting {
+    if status == JobStatus::LOCK_HOLDER {
         let lock = Lock {
-            job_id: new.id.clone(),
+            job_id: job.id.clone(),
             expires_at: now + limits.lock_ttl_ms,
         };
         locks
-            .insert(new.inventory.as_str(), encode(&lock)?.as_slice())
+            .insert(job.inventory.as_str(), encode(&lock)?.as_slice())
             .map_err(unavailable)?;
         Ok(StartOutcome::Started(job))
     } else {
         txn.open_table(QUEUED)
             .map_err(unavailable)?
-            .insert(new.inventory.as_str(), new.id.as_str())
+            .insert(job.inventory.as_str(), job.id.as_str())
             .map_err(unavailable)?;
         Ok(StartOutcome::Queued(job))
     }

@@ -8,9 +8,7 @@ pub mod redis;
 use async_trait::async_trait;
 
 use crate::auth::SecretDigest;
-use crate::config::OnBusy;
-use crate::jobs::{Job, JobStatus, NewJob};
-use crate::launch::LaunchRecord;
+use crate::domain::{Job, JobStatus, LaunchData, Lifetimes, NewJob, OnBusy};
 
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::RedisStore;
@@ -33,6 +31,18 @@ pub struct JobLimits {
     /// How long an open job may live at most before the store forgets it.
     pub open_ttl_ms: i64,
     pub max_output: usize,
+}
+
+impl JobLimits {
+    pub fn new(lifetimes: Lifetimes, max_output: usize) -> JobLimits {
+        let ms = |duration: std::time::Duration| duration.as_millis().min(i64::MAX as u128) as i64;
+        JobLimits {
+            lock_ttl_ms: ms(lifetimes.lock()),
+            job_ttl_ms: ms(lifetimes.job_ttl),
+            open_ttl_ms: ms(lifetimes.open_job()),
+            max_output,
+        }
+    }
 }
 
 /// What happened to a start request.
@@ -174,7 +184,7 @@ pub trait Store: Send + Sync + 'static {
     async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError>;
     /// Marks the job as being launched by `claimant`; false if another did first.
     async fn claim_launch(&self, job_id: &str, claimant: &str) -> Result<bool, StoreError>;
-    async fn record_launch(&self, job_id: &str, record: &LaunchRecord) -> Result<(), StoreError>;
+    async fn record_launch(&self, job_id: &str, record: &LaunchData) -> Result<(), StoreError>;
     /// Every job not yet final.
     async fn open_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// `(created_at, status)` of every job created at or after `since_ms`.

@@ -14,9 +14,9 @@ use super::{
     parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store, StoreError,
     StoredApp, UpdateOutcome, TRUNCATION_MARKER,
 };
-use crate::config::OnBusy;
-use crate::jobs::{now_ms, Job, JobStatus, NewJob, Trigger};
-use crate::launch::LaunchRecord;
+use crate::domain::{
+    is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Trigger,
+};
 
 const COMMON: &str = include_str!("lua/common.lua");
 
@@ -29,15 +29,30 @@ struct Scripts {
     remember: Script,
 }
 
+/// The statuses the scripts test, written from [`JobStatus`]'s one table
+/// rather than restated in Lua.
+fn status_prelude() -> String {
+    let finals: Vec<String> = JobStatus::finals()
+        .map(|status| format!("['{status}'] = true"))
+        .collect();
+    format!(
+        "local FINAL = {{{}}}\nlocal WAITING = '{}'\nlocal LOCK_HOLDER = '{}'\n",
+        finals.join(", "),
+        JobStatus::WAITING,
+        JobStatus::LOCK_HOLDER
+    )
+}
+
 impl Scripts {
     fn load() -> Scripts {
-        let with_common = |body: &str| Script::new(&format!("{COMMON}\n{body}"));
+        let prelude = format!("{}{COMMON}\n", status_prelude());
+        let script = |body: &str| Script::new(&format!("{prelude}{body}"));
         Scripts {
-            start: Script::new(include_str!("lua/start.lua")),
-            update: with_common(include_str!("lua/update.lua")),
-            promote_queued: with_common(include_str!("lua/promote_queued.lua")),
+            start: script(include_str!("lua/start.lua")),
+            update: script(include_str!("lua/update.lua")),
+            promote_queued: script(include_str!("lua/promote_queued.lua")),
             set_field: Script::new(include_str!("lua/set_field.lua")),
-            append: with_common(include_str!("lua/append.lua")),
+            append: script(include_str!("lua/append.lua")),
             remember: Script::new(include_str!("lua/remember.lua")),
         }
     }
@@ -136,7 +151,7 @@ fn parse_job(
         .and_then(|raw| serde_json::from_str(&raw).ok())
         .ok_or_else(corrupt)?;
     let launch = match text("launch") {
-        Some(raw) => Some(serde_json::from_str::<LaunchRecord>(&raw).map_err(|_| corrupt())?),
+        Some(raw) => Some(serde_json::from_str::<LaunchData>(&raw).map_err(|_| corrupt())?),
         None => None,
     };
     Ok(Some(Job {
@@ -152,10 +167,6 @@ fn parse_job(
         launch,
         launch_claim: text("launch_claim"),
     }))
-}
-
-fn is_valid_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= 128
 }
 
 #[async_trait]
@@ -213,7 +224,7 @@ impl Store for RedisStore {
         deployment_id: &str,
         job_id: &str,
     ) -> Result<(Option<AppRecord>, Option<Job>), StoreError> {
-        if !is_valid_id(job_id) {
+        if !is_plausible_job_id(job_id) {
             return Ok((self.app(deployment_id).await?, None));
         }
         let (raw_app, fields): (Option<String>, HashMap<String, Vec<u8>>) = redis::pipe()
@@ -229,7 +240,7 @@ impl Store for RedisStore {
     }
 
     async fn job(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
-        if !is_valid_id(job_id) {
+        if !is_plausible_job_id(job_id) {
             return Ok(None);
         }
         let fields: HashMap<String, Vec<u8>> = self
@@ -263,22 +274,10 @@ impl Store for RedisStore {
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
-        let created = |status: JobStatus| Job {
-            id: job.id.clone(),
-            deployment_id: job.deployment_id.clone(),
-            inventory: job.inventory.clone(),
-            status,
-            output: String::new(),
-            trigger: job.trigger.clone(),
-            created_at: job.created_at,
-            started_at: (status == JobStatus::Starting).then_some(job.created_at),
-            finished_at: None,
-            launch: None,
-            launch_claim: None,
-        };
+        let created = |status: JobStatus| job.clone().into_job(status);
         match reply.first().map(String::as_str) {
-            Some("started") => Ok(StartOutcome::Started(created(JobStatus::Starting))),
-            Some("queued") => Ok(StartOutcome::Queued(created(JobStatus::Queued))),
+            Some("started") => Ok(StartOutcome::Started(created(JobStatus::LOCK_HOLDER))),
+            Some("queued") => Ok(StartOutcome::Queued(created(JobStatus::WAITING))),
             Some("busy") => Ok(StartOutcome::Busy),
             Some("joined") => {
                 let joined_id = reply.get(1).cloned().unwrap_or_default();
@@ -297,7 +296,7 @@ impl Store for RedisStore {
         job_id: &str,
         update: &JobUpdate,
     ) -> Result<UpdateOutcome, StoreError> {
-        if !is_valid_id(job_id) {
+        if !is_plausible_job_id(job_id) {
             return Ok(UpdateOutcome::NotFound);
         }
         let sources: String = JobStatus::sources_of(update.status)
@@ -351,7 +350,7 @@ impl Store for RedisStore {
     }
 
     async fn append_output(&self, job_id: &str, text: &str) -> Result<bool, StoreError> {
-        if !is_valid_id(job_id) {
+        if !is_plausible_job_id(job_id) {
             return Ok(false);
         }
         let appended: i64 = self
@@ -392,7 +391,7 @@ impl Store for RedisStore {
             == 1)
     }
 
-    async fn record_launch(&self, job_id: &str, record: &LaunchRecord) -> Result<(), StoreError> {
+    async fn record_launch(&self, job_id: &str, record: &LaunchData) -> Result<(), StoreError> {
         let json = serde_json::to_string(record)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
         self.set_field(job_id, "launch", &json, false)

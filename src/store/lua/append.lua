@@ -1,7 +1,7 @@
 -- KEYS: job. ARGV: text, max output bytes, truncation marker, now ms
 -- Appends to an open job's output; a final or unknown job is left alone.
 local status = redis.call('HGET', KEYS[1], 'status')
-if not status or status == 'success' or status == 'error' then return 0 end
+if not status or FINAL[status] then return 0 end
 local output = (redis.call('HGET', KEYS[1], 'output') or '') .. ARGV[1]
 redis.call('HSET', KEYS[1], 'output', cap_output(output, tonumber(ARGV[2]), ARGV[3]), 'updated_at', ARGV[4])
 return 1

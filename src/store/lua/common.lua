@@ -1,4 +1,5 @@
--- Shared by the scripts that change jobs.
+-- Shared by the scripts that change jobs. FINAL, WAITING and LOCK_HOLDER are
+-- written before this file from the Rust status table (redis.rs).
 
 -- Keeps at most `max` bytes of `output`: the newest bytes win behind the
 -- marker, and the cut never starts inside a UTF-8 character.
@@ -23,8 +24,8 @@ local function promote(prefix, inventory, lock_ttl, now)
   if not queued then return false end
   redis.call('DEL', queued_key)
   local job = prefix .. 'job:' .. queued
-  if redis.call('HGET', job, 'status') ~= 'queued' then return false end
+  if redis.call('HGET', job, 'status') ~= WAITING then return false end
   redis.call('SET', lock, queued, 'PX', lock_ttl)
-  redis.call('HSET', job, 'status', 'starting', 'started_at', now, 'updated_at', now)
+  redis.call('HSET', job, 'status', LOCK_HOLDER, 'started_at', now, 'updated_at', now)
   return queued
 end

@@ -5,14 +5,14 @@ local function create(status)
   redis.call('HSET', KEYS[3], 'deployment_id', ARGV[6], 'inventory', ARGV[7],
     'status', status, 'output', '', 'trigger', ARGV[8], 'created_at', ARGV[5],
     'updated_at', ARGV[5])
-  if status == 'starting' then redis.call('HSET', KEYS[3], 'started_at', ARGV[5]) end
+  if status == LOCK_HOLDER then redis.call('HSET', KEYS[3], 'started_at', ARGV[5]) end
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   redis.call('SADD', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
 end
 
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then
-  create('starting')
+  create(LOCK_HOLDER)
   return {'started'}
 end
 local holder = redis.call('GET', KEYS[1])
@@ -21,8 +21,8 @@ if ARGV[2] == 'join' then return {'joined', holder} end
 local queued = redis.call('GET', KEYS[2])
 if queued then
   local job = ARGV[9] .. 'job:' .. queued
-  if redis.call('HGET', job, 'status') == 'queued' then return {'joined', queued} end
+  if redis.call('HGET', job, 'status') == WAITING then return {'joined', queued} end
 end
-create('queued')
+create(WAITING)
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[4])
 return {'queued'}

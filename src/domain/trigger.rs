@@ -1,9 +1,6 @@
-//! What a job is, as stored and as shown.
+//! What asked for a job, and the facts it brought.
 
 use serde::{Deserialize, Serialize};
-
-use super::JobStatus;
-use crate::launch::LaunchRecord;
 
 /// What asked for the job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -79,48 +76,6 @@ impl std::fmt::Display for Trigger {
         }
         Ok(())
     }
-}
-
-/// A job about to be created; the store decides whether it starts, queues or
-/// joins another.
-#[derive(Clone, Debug)]
-pub struct NewJob {
-    pub id: String,
-    pub deployment_id: String,
-    pub inventory: String,
-    pub trigger: Trigger,
-    pub created_at: i64,
-}
-
-/// One run of the ansible program for one inventory.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Job {
-    pub id: String,
-    pub deployment_id: String,
-    pub inventory: String,
-    pub status: JobStatus,
-    pub output: String,
-    pub trigger: Trigger,
-    /// Unix milliseconds.
-    pub created_at: i64,
-    pub started_at: Option<i64>,
-    pub finished_at: Option<i64>,
-    pub launch: Option<LaunchRecord>,
-    /// Which service instance took the job's launch, if one did.
-    pub launch_claim: Option<String>,
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> i64 {
-    now_ms() / 1000
-}
-
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// `queued` → `starting` → `running` → `success` | `error`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobStatus {
     Queued,
@@ -21,6 +21,12 @@ impl JobStatus {
         JobStatus::Success,
         JobStatus::Error,
     ];
+
+    /// A new job that took its inventory's lock.
+    pub const LOCK_HOLDER: JobStatus = JobStatus::Starting;
+    /// A new job waiting for its inventory's lock; it becomes
+    /// [`JobStatus::LOCK_HOLDER`] when promoted.
+    pub const WAITING: JobStatus = JobStatus::Queued;
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,6 +47,13 @@ impl JobStatus {
     /// `success` and `error` are final: nothing changes a final job.
     pub fn is_final(self) -> bool {
         matches!(self, JobStatus::Success | JobStatus::Error)
+    }
+
+    /// The final statuses, for the stores that keep them apart.
+    pub fn finals() -> impl Iterator<Item = JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .filter(|status| status.is_final())
     }
 
     /// The only place the transitions are written; both stores ask it.
@@ -94,6 +107,16 @@ mod tests {
         assert!(JobStatus::Running.can_become(JobStatus::Success));
         assert!(!JobStatus::Running.can_become(JobStatus::Starting));
         assert!(!JobStatus::Queued.can_become(JobStatus::Running));
+    }
+
+    #[test]
+    fn promotion_is_a_transition_of_the_table() {
+        assert!(JobStatus::WAITING.can_become(JobStatus::LOCK_HOLDER));
+        assert!(!JobStatus::LOCK_HOLDER.is_final());
+        assert_eq!(
+            JobStatus::finals().collect::<Vec<_>>(),
+            [JobStatus::Success, JobStatus::Error]
+        );
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! What a job is, as stored and as shown.
+
+use serde::{Deserialize, Serialize};
+
+use super::{JobStatus, Trigger};
+
+/// A job about to be created; the store decides whether it starts, queues or
+/// joins another.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: String,
+    pub deployment_id: String,
+    pub inventory: String,
+    pub trigger: Trigger,
+    pub created_at: i64,
+}
+
+/// One run of the ansible program for one inventory.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub deployment_id: String,
+    pub inventory: String,
+    pub status: JobStatus,
+    pub output: String,
+    pub trigger: Trigger,
+    /// Unix milliseconds.
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    /// What the launcher recorded to find the program again; opaque here.
+    pub launch: Option<LaunchData>,
+    /// Which service instance took the job's launch, if one did.
+    pub launch_claim: Option<String>,
+}
+
+impl NewJob {
+    /// The job as stored when it starts (`starting`, holding the lock) or
+    /// waits (`queued`).
+    pub fn into_job(self, status: JobStatus) -> Job {
+        Job {
+            started_at: (status == JobStatus::Starting).then_some(self.created_at),
+            id: self.id,
+            deployment_id: self.deployment_id,
+            inventory: self.inventory,
+            status,
+            output: String::new(),
+            trigger: self.trigger,
+            created_at: self.created_at,
+            finished_at: None,
+            launch: None,
+            launch_claim: None,
+        }
+    }
+}
+
+/// The launcher's record of a started program, kept by the store as it is:
+/// only the launcher reads it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct LaunchData(pub serde_json::Value);
+
+/// Longest job id a request may name; ids are ULIDs (26 characters), and a
+/// longer one is not looked up at all, whichever store is behind.
+pub const MAX_JOB_ID_LEN: usize = 128;
+
+/// Whether `id` may name a job (cheap guard before any store access).
+pub fn is_plausible_job_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_JOB_ID_LEN
+}

@@ -1,0 +1,97 @@
+//! The ways a job is asked for: a deployment secret (`secret.rs`), an OIDC
+//! job token (`oidc.rs`), a signed GitHub or GitLab webhook (`webhook/`).
+//! Each turns a verified request into the lifecycle's one start request.
+
+mod oidc;
+mod secret;
+pub mod webhook;
+
+use std::sync::Arc;
+
+use crate::access::Denied;
+use crate::auth::oidc::OidcVerifier;
+use crate::domain::{Job, OnBusy};
+use crate::jobs::{Lifecycle, LifecycleError};
+use crate::metrics::Metrics;
+use crate::policy::Policies;
+use crate::store::Store;
+
+/// How `/app-deploy/` proves who is asking.
+pub enum DeployCredential {
+    /// A deployment id and its secret.
+    Secret {
+        deployment_id: Option<String>,
+        secret: Option<String>,
+    },
+    /// An OIDC job token; the deployment id may be left to the policies.
+    OidcToken {
+        token: String,
+        deployment_id: Option<String>,
+    },
+}
+
+/// The job a deploy request got, and the token that reads it.
+pub struct Deployed {
+    pub job: Job,
+    pub status_token: String,
+}
+
+/// Cheap to clone: everything inside is shared.
+#[derive(Clone)]
+pub struct Ingress {
+    store: Arc<dyn Store>,
+    lifecycle: Arc<Lifecycle>,
+    oidc: Arc<OidcVerifier>,
+    policies: Policies,
+    metrics: Metrics,
+    /// What a `secret` trigger gets while its inventory is busy.
+    on_busy: OnBusy,
+}
+
+impl From<LifecycleError> for Denied {
+    fn from(error: LifecycleError) -> Denied {
+        match error {
+            LifecycleError::Busy => Denied::Busy,
+            LifecycleError::Store(error) => Denied::Unavailable(error),
+        }
+    }
+}
+
+impl Ingress {
+    pub fn new(
+        store: Arc<dyn Store>,
+        lifecycle: Arc<Lifecycle>,
+        oidc: Arc<OidcVerifier>,
+        policies: Policies,
+        metrics: Metrics,
+        on_busy: OnBusy,
+    ) -> Ingress {
+        Ingress {
+            store,
+            lifecycle,
+            oidc,
+            policies,
+            metrics,
+            on_busy,
+        }
+    }
+
+    /// Starts, queues or joins a job for a deploy request (`/app-deploy/`).
+    pub async fn deploy(&self, credential: DeployCredential) -> Result<Deployed, Denied> {
+        let request = match credential {
+            DeployCredential::Secret {
+                deployment_id,
+                secret,
+            } => self.secret_request(deployment_id, secret).await?,
+            DeployCredential::OidcToken {
+                token,
+                deployment_id,
+            } => self.oidc_request(&token, deployment_id).await?,
+        };
+        let job = self.lifecycle.start(request).await?.into_job();
+        Ok(Deployed {
+            status_token: self.lifecycle.status_token(&job.id),
+            job,
+        })
+    }
+}
