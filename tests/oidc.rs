@@ -285,6 +285,39 @@ async fn a_gitlab_es256_token_deploys_with_a_gitlab_oidc_trigger() {
 }
 
 #[tokio::test]
+async fn a_token_refused_for_a_busy_inventory_keeps_its_jti_and_starts_a_job_later() {
+    let key = SigningKey::rsa(0, "gh-key-a");
+    let issuer = FakeIssuer::serving("github", &[&key]).await;
+    let rejecting = GITHUB_POLICY.replace(
+        "deployment_id = \"app-one\"\n",
+        "deployment_id = \"app-one\"\non_busy = \"reject\"\n",
+    );
+    let service = Service::start(
+        vec![issuer.config(AUDIENCE, &["RS256"])],
+        &[("app-one.toml", &rejecting)],
+        &[("app-one", "sleep-2-app-one")],
+    )
+    .await;
+    let first = key.sign(&github_claims(&issuer.iss(), AUDIENCE));
+    let started = service.deploy_ok(&first, &json!({})).await;
+    let running = started["job_id"].as_str().expect("a job id").to_owned();
+
+    let second = key.sign(&github_claims(&issuer.iss(), AUDIENCE));
+    let (status, body) = service.deploy_with(&second, &json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["error"], "App deployment is already running", "{body}");
+    assert_eq!(service.app.jobs_started().await, 1);
+
+    // Refused for the busy inventory, the token was not spent: once the
+    // inventory is free it starts its job, and only then is it spent.
+    service.wait_success(&first, &running).await;
+    let started = service.deploy_ok(&second, &json!({})).await;
+    assert_eq!(started["status"], "starting", "{started}");
+    assert_eq!(service.app.jobs_started().await, 2);
+    service.assert_refused(&second, &json!({}), "jti").await;
+}
+
+#[tokio::test]
 async fn a_token_starts_one_job_but_reads_its_status_again_and_again() {
     let setup = GithubSetup::start().await;
     let token = setup.key.sign(&setup.claims());

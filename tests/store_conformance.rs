@@ -1525,6 +1525,36 @@ async fn remember_is_all_or_nothing(backend: Backend) {
     assert!(!remember(&["body-1"]).await.expect("remember"));
 }
 
+/// A request that started nothing forgets its keys; others stay.
+async fn forget_lets_a_key_be_remembered_again(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let store = &harness.store;
+    assert!(store
+        .remember(&["body-1", "delivery-1"], 60_000)
+        .await
+        .expect("remember"));
+    assert!(store.remember(&["other"], 60_000).await.expect("remember"));
+    store
+        .forget(&["body-1", "delivery-1"])
+        .await
+        .expect("forget answers");
+    store
+        .forget(&["never-remembered"])
+        .await
+        .expect("forgetting nothing answers");
+    assert!(
+        store
+            .remember(&["body-1", "delivery-1"], 60_000)
+            .await
+            .expect("remember"),
+        "forgotten keys are remembered anew"
+    );
+    assert!(
+        !store.remember(&["other"], 60_000).await.expect("remember"),
+        "a key not forgotten is still remembered"
+    );
+}
+
 async fn remember_is_true_once_until_forgotten(backend: Backend) {
     let harness = Harness::open(backend, LONG).await;
     assert!(harness
@@ -1605,6 +1635,7 @@ conformance! {
         followed_output_is_appended_to_open_jobs_only,
         remember_is_true_once_until_forgotten,
         remember_is_all_or_nothing,
+        forget_lets_a_key_be_remembered_again,
         updating_an_unknown_job_is_not_found,
         a_final_update_releases_the_lock,
         a_final_update_of_a_job_not_owning_the_lock_keeps_it,

@@ -238,6 +238,17 @@ async fn an_unknown_repository_id_is_refused_401_and_starts_nothing() {
 }
 
 #[tokio::test]
+async fn an_ignored_delivery_is_not_remembered_so_its_redelivery_is_judged_again() {
+    let app = spawn(APPS).await;
+    let delivery = push(|body| body["ref"] = json!("refs/heads/dev"));
+    for _ in 0..2 {
+        let (status, body) = delivery.to_github(&app).await;
+        assert_ignored(status, &body, "`/ref` has another value");
+    }
+    assert_eq!(app.jobs_started().await, 0);
+}
+
+#[tokio::test]
 async fn a_verified_push_to_another_branch_is_ignored_naming_the_ref() {
     let app = spawn(APPS).await;
     let (status, body) = push(|body| body["ref"] = json!("refs/heads/dev"))
@@ -602,6 +613,36 @@ async fn app_two_rejects_a_second_pipeline_while_its_job_runs() {
     );
     assert_eq!(app.jobs_started().await, 1);
     assert_eq!(wait_final(&app, &first).await.status, JobStatus::Success);
+}
+
+#[tokio::test]
+async fn a_pipeline_refused_as_busy_deploys_when_redelivered_once_the_inventory_is_free() {
+    let app = spawn(&[("app-two", "sleep-2-app-two")]).await;
+    let (status, body) = gitlab_fresh(pipeline(|_| {})).to_gitlab(&app).await;
+    let first = accepted_job(status, &body, "app-two", "starting");
+    let second = gitlab_fresh(pipeline(|body| {
+        body["object_attributes"]["id"] = json!(33);
+        body["object_attributes"]["sha"] = json!("4444444444444444444444444444444444444444");
+    }));
+    let (status, body) = second.to_gitlab(&app).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        body["jobs"][0]["error"],
+        "App deployment is already running"
+    );
+    assert_eq!(wait_final(&app, &first).await.status, JobStatus::Success);
+
+    // The refused delivery started nothing, so it was not remembered.
+    let (status, body) = second.to_gitlab(&app).await;
+    let redelivered = accepted_job(status, &body, "app-two", "starting");
+    assert_eq!(app.jobs_started().await, 2);
+    // Now that it deployed, the same delivery is a duplicate.
+    let (status, body) = second.to_gitlab(&app).await;
+    assert_eq!((status, body), (200, json!({"status": "duplicate"})));
+    assert_eq!(
+        wait_final(&app, &redelivered).await.status,
+        JobStatus::Success
+    );
 }
 
 #[tokio::test]

@@ -76,19 +76,39 @@ impl Ingress {
         }
     }
 
+    /// Forgets remembered keys of a request that started nothing; when the
+    /// store fails here too, the key stays until it expires.
+    async fn forget(&self, keys: &[&str]) {
+        if let Err(error) = self.store.forget(keys).await {
+            tracing::warn!(%error, "cannot forget the keys of a request that started nothing");
+        }
+    }
+
     /// Starts, queues or joins a job for a deploy request (`/app-deploy/`).
     pub async fn deploy(&self, credential: DeployCredential) -> Result<Deployed, Denied> {
-        let request = match credential {
+        let (request, spent) = match credential {
             DeployCredential::Secret {
                 deployment_id,
                 secret,
-            } => self.secret_request(deployment_id, secret).await?,
+            } => (self.secret_request(deployment_id, secret).await?, None),
             DeployCredential::OidcToken {
                 token,
                 deployment_id,
-            } => self.oidc_request(&token, deployment_id).await?,
+            } => {
+                let (request, jti_key) = self.oidc_request(&token, deployment_id).await?;
+                (request, Some(jti_key))
+            }
         };
-        let job = self.lifecycle.start(request).await?.into_job();
+        let job = match self.lifecycle.start(request).await {
+            Ok(started) => started.into_job(),
+            Err(error) => {
+                // A token that started nothing may try again.
+                if let Some(jti_key) = spent {
+                    self.forget(&[&jti_key]).await;
+                }
+                return Err(error.into());
+            }
+        };
         Ok(Deployed {
             status_token: self.lifecycle.status_token(&job.id),
             job,

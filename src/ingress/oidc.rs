@@ -9,12 +9,13 @@ use crate::metrics::Refusal;
 
 impl Ingress {
     /// The deployment an OIDC token may start: named, or the only one its
-    /// policies grant.
+    /// policies grant; and the key of its spent `jti`, to forget if the
+    /// start then fails.
     pub(super) async fn oidc_request(
         &self,
         token: &str,
         named: Option<String>,
-    ) -> Result<StartRequest, Denied> {
+    ) -> Result<(StartRequest, String), Denied> {
         let token = verify_oidc(&self.oidc, &self.metrics, token).await?;
         let policies = self.policies.current();
         let granted = policies.oidc_matches(&token.issuer, &token.claims);
@@ -61,11 +62,12 @@ impl Ingress {
         }
         tracing::info!(issuer = %token.issuer, subject = token.subject(), deployment_id = %app.deployment_id,
                        "OIDC token accepted");
-        Ok(StartRequest {
+        let request = StartRequest {
             deployment_id: app.deployment_id,
             inventory: app.inventory,
             trigger: token.trigger(),
             on_busy: policy.on_busy,
-        })
+        };
+        Ok((request, jti_key))
     }
 }

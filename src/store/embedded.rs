@@ -494,6 +494,20 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn forget(&self, keys: &[&str]) -> Result<(), StoreError> {
+        let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
+        self.run(move |db, _| {
+            write(db, |txn| {
+                let mut seen = txn.open_table(SEEN).map_err(unavailable)?;
+                for key in &keys {
+                    seen.remove(key.as_str()).map_err(unavailable)?;
+                }
+                Ok(())
+            })
+        })
+        .await
+    }
+
     async fn remember(&self, keys: &[&str], ttl_ms: i64) -> Result<bool, StoreError> {
         let keys: Vec<String> = keys.iter().map(|key| (*key).to_owned()).collect();
         self.run(move |db, _| {

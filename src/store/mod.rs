@@ -194,6 +194,9 @@ pub trait Store: Send + Sync + 'static {
     /// used): true if none was remembered yet; false, and nothing changed,
     /// if any still is.
     async fn remember(&self, keys: &[&str], ttl_ms: i64) -> Result<bool, StoreError>;
+    /// Forgets keys this caller remembered, so that a request whose job did
+    /// not start (ignored, refused as busy, failed) may come again.
+    async fn forget(&self, keys: &[&str]) -> Result<(), StoreError>;
 
     /// Stores `proposed` as the signing key unless one exists; returns the kept key.
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError>;

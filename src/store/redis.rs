@@ -474,6 +474,20 @@ impl Store for RedisStore {
         Ok(first == 1)
     }
 
+    async fn forget(&self, keys: &[&str]) -> Result<(), StoreError> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let keys: Vec<String> = keys
+            .iter()
+            .map(|key| self.key(&format!("seen:{key}")))
+            .collect();
+        self.connection()
+            .del::<_, ()>(keys)
+            .await
+            .map_err(unavailable)
+    }
+
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError> {
         let key = self.key("signing-key");
         let (_, kept): (Option<String>, String) = redis::pipe()

@@ -246,16 +246,13 @@ impl Outcome {
 }
 
 impl Ingress {
-    /// Dedupe, event rules, policy matching, and one start per matched
-    /// deployment.
+    /// Event rules, policy matching, dedupe, and one start per matched
+    /// deployment. Only a delivery that started (or joined) a job is
+    /// remembered: an ignored one, or one whose starts all failed, may be
+    /// delivered again (after a policy fix, or once the inventory is free).
     pub async fn webhook(&self, delivery: VerifiedDelivery) -> Result<Outcome, StoreError> {
         if delivery.provider.answers_ping(&delivery.event) {
             return Ok(Outcome::Pong);
-        }
-        let keys = delivery.dedupe_keys();
-        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-        if !self.store.remember(&keys, DEDUPE_TTL_MS).await? {
-            return Ok(Outcome::Duplicate);
         }
         if let Some(reason) = delivery
             .provider
@@ -284,6 +281,27 @@ impl Ingress {
                 misses.join("; ")
             )));
         }
+        let keys = delivery.dedupe_keys();
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        if !self.store.remember(&keys, DEDUPE_TTL_MS).await? {
+            return Ok(Outcome::Duplicate);
+        }
+        let started = self.start_matched(&delivery, matched).await;
+        if !started
+            .as_ref()
+            .is_ok_and(|jobs| jobs.iter().any(|job| job.job_id.is_some()))
+        {
+            self.forget(&keys).await;
+        }
+        Ok(Outcome::Accepted(started?))
+    }
+
+    /// One start per matched deployment, through the one lifecycle.
+    async fn start_matched(
+        &self,
+        delivery: &VerifiedDelivery,
+        matched: Vec<&Policy>,
+    ) -> Result<Vec<StartedJob>, StoreError> {
         let trigger = delivery.trigger();
         let mut jobs = Vec::with_capacity(matched.len());
         for policy in matched {
@@ -314,6 +332,6 @@ impl Ingress {
                 Err(LifecycleError::Store(error)) => return Err(error),
             });
         }
-        Ok(Outcome::Accepted(jobs))
+        Ok(jobs)
     }
 }
