@@ -357,6 +357,11 @@ impl Store for EmbeddedStore {
     async fn start_job(&self, job: &NewJob, on_busy: OnBusy) -> Result<StartOutcome, StoreError> {
         let new = job.clone();
         self.run(move |db, limits| {
+            if let Some(answer) =
+                busy_answer(&db.begin_read().map_err(unavailable)?, &new, on_busy)?
+            {
+                return Ok(answer);
+            }
             let txn = db.begin_write().map_err(unavailable)?;
             let outcome = start(&txn, limits, new, on_busy)?;
             txn.commit().map_err(unavailable)?;
@@ -560,6 +565,55 @@ impl Store for EmbeddedStore {
     }
 }
 
+/// What a start gets from the inventory's current state: a busy answer
+/// (refused, or joining the running or queued job) decided from reads
+/// alone, or `None` with the status the new job is to be created in.
+fn busy_outcome(
+    locks: &impl ReadableTable<&'static str, &'static [u8]>,
+    queued: &impl ReadableTable<&'static str, &'static str>,
+    jobs: &impl ReadableTable<&'static str, &'static [u8]>,
+    new: &NewJob,
+    on_busy: OnBusy,
+) -> Result<Result<StartOutcome, JobStatus>, StoreError> {
+    let now = new.created_at;
+    let Some(lock) = live_lock(locks, &new.inventory, now)? else {
+        return Ok(Err(JobStatus::LOCK_HOLDER));
+    };
+    match on_busy {
+        OnBusy::Reject => Ok(Ok(StartOutcome::Busy)),
+        OnBusy::Join => Ok(Ok(match read_job(jobs, &lock.job_id, now)? {
+            Some(stored) => StartOutcome::Joined(stored.job),
+            None => StartOutcome::Busy,
+        })),
+        OnBusy::Queue => {
+            let waiting = queued
+                .get(new.inventory.as_str())
+                .map_err(unavailable)?
+                .map(|id| id.value().to_owned());
+            if let Some(waiting) = waiting.and_then(|id| read_job(jobs, &id, now).transpose()) {
+                let waiting = waiting?;
+                if waiting.job.status == JobStatus::WAITING {
+                    return Ok(Ok(StartOutcome::Joined(waiting.job)));
+                }
+            }
+            Ok(Err(JobStatus::WAITING))
+        }
+    }
+}
+
+/// Answers a busy start from a read transaction: only a start that
+/// creates a job takes a (durable, serialised) write.
+fn busy_answer(
+    txn: &ReadTransaction,
+    new: &NewJob,
+    on_busy: OnBusy,
+) -> Result<Option<StartOutcome>, StoreError> {
+    let locks = txn.open_table(LOCKS).map_err(unavailable)?;
+    let queued = txn.open_table(QUEUED).map_err(unavailable)?;
+    let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+    Ok(busy_outcome(&locks, &queued, &jobs, new, on_busy)?.ok())
+}
+
 fn start(
     txn: &WriteTransaction,
     limits: &JobLimits,
@@ -569,29 +623,12 @@ fn start(
     let now = new.created_at;
     let mut locks = txn.open_table(LOCKS).map_err(unavailable)?;
     let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-    let holder = live_lock(&locks, &new.inventory, now)?;
-    let status = match (&holder, on_busy) {
-        (None, _) => JobStatus::LOCK_HOLDER,
-        (Some(_), OnBusy::Reject) => return Ok(StartOutcome::Busy),
-        (Some(lock), OnBusy::Join) => {
-            return Ok(match read_job(&jobs, &lock.job_id, now)? {
-                Some(stored) => StartOutcome::Joined(stored.job),
-                None => StartOutcome::Busy,
-            })
-        }
-        (Some(_), OnBusy::Queue) => {
-            let queued = txn.open_table(QUEUED).map_err(unavailable)?;
-            let waiting = queued
-                .get(new.inventory.as_str())
-                .map_err(unavailable)?
-                .map(|id| id.value().to_owned());
-            if let Some(waiting) = waiting.and_then(|id| read_job(&jobs, &id, now).transpose()) {
-                let waiting = waiting?;
-                if waiting.job.status == JobStatus::WAITING {
-                    return Ok(StartOutcome::Joined(waiting.job));
-                }
-            }
-            JobStatus::WAITING
+    // Decided again inside the write: another start may have come first.
+    let status = {
+        let queued = txn.open_table(QUEUED).map_err(unavailable)?;
+        match busy_outcome(&locks, &queued, &jobs, &new, on_busy)? {
+            Ok(outcome) => return Ok(outcome),
+            Err(status) => status,
         }
     };
     let job = new.into_job(status);
@@ -680,4 +717,64 @@ fn apply_update(
     }
     let promoted = promote(txn, limits, &inventory, now)?.map(Box::new);
     Ok(UpdateOutcome::Applied { promoted })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Trigger, TriggerKind};
+
+    fn new_job(id: &str) -> NewJob {
+        NewJob {
+            id: id.to_owned(),
+            deployment_id: "app".to_owned(),
+            inventory: "inv".to_owned(),
+            trigger: Trigger::of_kind(TriggerKind::Secret),
+            created_at: now_ms(),
+        }
+    }
+
+    /// Busy answers are reads: a flood of them for a busy inventory neither
+    /// waits for nor makes a durable write (the store file is unchanged).
+    #[tokio::test]
+    async fn busy_answers_leave_the_store_file_untouched() {
+        let dir = tempfile::tempdir().expect("a temporary dir");
+        let path = dir.path().join("enac-cd.redb");
+        let limits = JobLimits::new(
+            crate::domain::Lifetimes {
+                job_timeout: Duration::from_secs(3600),
+                job_ttl: Duration::from_secs(3600),
+            },
+            1 << 20,
+        );
+        let store = EmbeddedStore::open(&path, limits).expect("the store opens");
+        let running = store.start_job(&new_job("01RUNNING"), OnBusy::Reject).await;
+        assert!(
+            matches!(running, Ok(StartOutcome::Started(_))),
+            "{running:?}"
+        );
+        let queued = store.start_job(&new_job("01QUEUED"), OnBusy::Queue).await;
+        assert!(matches!(queued, Ok(StartOutcome::Queued(_))), "{queued:?}");
+        let before = std::fs::read(&path).expect("the store file");
+
+        for (index, on_busy) in [OnBusy::Reject, OnBusy::Join, OnBusy::Queue]
+            .into_iter()
+            .cycle()
+            .take(30)
+            .enumerate()
+        {
+            let outcome = store
+                .start_job(&new_job(&format!("01BUSY{index}")), on_busy)
+                .await
+                .expect("the store answers");
+            match (on_busy, outcome) {
+                (OnBusy::Reject, StartOutcome::Busy) => {}
+                (OnBusy::Join, StartOutcome::Joined(job)) => assert_eq!(job.id, "01RUNNING"),
+                (OnBusy::Queue, StartOutcome::Joined(job)) => assert_eq!(job.id, "01QUEUED"),
+                (on_busy, outcome) => panic!("{on_busy:?} got {outcome:?}"),
+            }
+        }
+        let after = std::fs::read(&path).expect("the store file");
+        assert!(before == after, "a busy answer wrote to the store file");
+    }
 }
