@@ -61,7 +61,8 @@ fi
 deployment_id=bench
 secret=bench-secret-0123456789
 cat >"$work/apps.json" <<EOF
-[{"deployment_id":"$deployment_id","inventory":"ok-bench","deployment_secret":"$secret"}]
+[{"deployment_id":"$deployment_id","inventory":"ok-bench","deployment_secret":"$secret"},
+ {"deployment_id":"busy","inventory":"sleep-45-busy","deployment_secret":"$secret"}]
 EOF
 
 service_port=$(free_port)
@@ -106,6 +107,14 @@ if ! grep -q '"App not found"' <<<"$refused"; then
   exit 1
 fi
 
+# A job that runs through the runs below keeps the `busy` inventory busy
+# (it ends by itself 45 s after it started).
+busy=$(post /app-deploy/ "{\"deployment_id\":\"busy\",\"deployment_secret\":\"$secret\"}")
+if ! grep -q '"status":"starting"' <<<"$busy"; then
+  echo "bench: the busy job did not start: $busy" >&2
+  exit 1
+fi
+
 rss_kib() { awk '/^VmRSS:/ {print $2}' "/proc/$service_pid/status"; }
 rss_before=$(rss_kib)
 
@@ -123,6 +132,7 @@ non2xx_of() { awk '/Non-2xx/ {n = $NF} END {print n + 0}' "$work/$1.txt"; }
 
 run_wrk status scripts/wrk/job-status.lua /job-status/
 run_wrk refused scripts/wrk/deploy-refused.lua /app-deploy/
+run_wrk busy scripts/wrk/deploy-busy.lua /app-deploy/
 
 rss_after=$(rss_kib)
 
@@ -139,6 +149,8 @@ printf '%-22s %12s req/s  p99 %8s ms  non-2xx %s\n' \
   "/job-status/" "$status_rps" "$status_p99" "$(non2xx_of status)"
 printf '%-22s %12s req/s  p99 %8s ms  non-2xx %s\n' \
   "/app-deploy/ refused" "$(rps_of refused)" "$(to_ms "$(p99_of refused)")" "$(non2xx_of refused)"
+printf '%-22s %12s req/s  p99 %8s ms  non-2xx %s\n' \
+  "/app-deploy/ busy" "$(rps_of busy)" "$(to_ms "$(p99_of busy)")" "$(non2xx_of busy)"
 printf 'service RSS: %s MiB after the runs (%s KiB before them)\n' "$rss_mib" "$rss_before"
 echo
 echo "targets: /job-status/ >= 15000 req/s: $(verdict "$status_rps" '>=' 15000)," \
