@@ -57,8 +57,8 @@ pub struct CallbackCaller {
     job_id: String,
 }
 
-/// Cheap to clone: everything inside is shared.
-#[derive(Clone)]
+/// Shared by every request behind one `Arc` (the token keys inside are
+/// not cheap to copy).
 pub struct JobAccess {
     store: Arc<dyn Store>,
     tokens: TokenSigner,

@@ -216,22 +216,22 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     }
     lifecycle.spawn_sweeper();
     let oidc = Arc::new(OidcVerifier::new(settings.issuers.clone()));
-    let access = JobAccess::new(
+    let access = Arc::new(JobAccess::new(
         Arc::clone(&store),
         lifecycle.tokens().clone(),
         Arc::clone(&oidc),
         policies.clone(),
         settings.admin_token.clone().map(Arc::new),
         metrics.clone(),
-    );
-    let ingress = Ingress::new(
+    ));
+    let ingress = Arc::new(Ingress::new(
         Arc::clone(&store),
         Arc::clone(&lifecycle),
         oidc,
         policies.clone(),
         metrics.clone(),
         settings.on_busy,
-    );
+    ));
     Ok(AppState {
         store,
         launcher,

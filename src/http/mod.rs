@@ -36,9 +36,9 @@ pub struct AppState {
     pub launcher: Arc<dyn Launcher>,
     pub lifecycle: Arc<Lifecycle>,
     /// Every way a job is asked for.
-    pub ingress: Ingress,
+    pub ingress: Arc<Ingress>,
     /// Who may read or act on a job.
-    pub access: JobAccess,
+    pub access: Arc<JobAccess>,
     pub metrics: Metrics,
     /// `CD_MAX_OUTPUT`: a callback may carry at most about this much output.
     pub max_output: usize,

@@ -36,8 +36,7 @@ pub struct Deployed {
     pub status_token: String,
 }
 
-/// Cheap to clone: everything inside is shared.
-#[derive(Clone)]
+/// Shared by every request behind one `Arc`.
 pub struct Ingress {
     store: Arc<dyn Store>,
     lifecycle: Arc<Lifecycle>,

@@ -3,6 +3,7 @@
 
 use super::Ingress;
 use crate::access::{verify_oidc, Denied};
+use crate::auth::oidc::OidcError;
 use crate::domain::now_ms;
 use crate::jobs::StartRequest;
 use crate::metrics::Refusal;
@@ -44,10 +45,11 @@ impl Ingress {
             .await?
             .ok_or(Denied::AppNotFound)?;
         let Some(jti) = token.jti.clone() else {
-            self.metrics.refuse(Refusal::Oidc("oidc_claim_jti"));
-            return Err(Denied::TokenRefused(
-                "OIDC token refused: claim `jti` is missing".into(),
-            ));
+            let missing = OidcError::MissingClaim("jti".into());
+            self.metrics.refuse(Refusal::Oidc(missing.check()));
+            return Err(Denied::TokenRefused(format!(
+                "OIDC token refused: {missing}"
+            )));
         };
         // Remembered as long as the token is accepted: leeway included, the
         // whole last second (expiry is checked in whole seconds), and one more
