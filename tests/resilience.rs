@@ -187,6 +187,52 @@ async fn redis_going_away_makes_the_service_unready_and_it_recovers_without_rest
 }
 
 #[tokio::test]
+async fn a_program_exit_during_a_store_outage_is_recorded_once_the_store_answers() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    app.set_apps(&[("app-one", "quiet-2-outage")]).await;
+    let started = app.deploy("app-one").await;
+    let job_id = started["job_id"].as_str().expect("job id").to_owned();
+    let pid = eventually("the program to be launched", DEADLINE, || async {
+        let launch = app.job(&job_id).await.launch?;
+        match enac_cd::launch::LaunchRecord::from_data(&launch)? {
+            enac_cd::launch::LaunchRecord::Process { pid, .. } => Some(pid),
+            other => panic!("not a process launch: {other:?}"),
+        }
+    })
+    .await;
+
+    // The store stops answering; the program exits 0 meanwhile.
+    redis.pause();
+    eventually("the program to exit", DEADLINE, || async move {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().next());
+        matches!(state, None | Some("Z") | Some("X")).then_some(())
+    })
+    .await;
+    // The outage outlasts the store's request timeouts, so recording the
+    // exit fails at least once while it lasts.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    redis.resume();
+
+    let done = app.wait_final("app-one", &job_id, DEADLINE).await;
+    assert_eq!(done["status"], "success", "{done}");
+    assert!(
+        done["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("program exited with code 0"),
+        "{done}"
+    );
+    // The lock went with the job: the inventory deploys again.
+    let next = app.deploy("app-one").await;
+    assert_eq!(next["status"], "starting", "{next}");
+}
+
+#[tokio::test]
 async fn sigterm_stops_the_service_and_leaves_the_running_job_to_the_next_start() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");

@@ -94,16 +94,57 @@ pub struct Lifecycle {
 /// Pause that lets a burst of output lines gather into one store write.
 const OUTPUT_BATCH: Duration = Duration::from_millis(200);
 
-/// Appends what a launcher follows of a program's output to its job.
+/// First pause before a write that must not be lost is tried again.
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+/// Longest pause between two tries.
+const RETRY_MAX: Duration = Duration::from_secs(15);
+
+/// Tries a store write that must not be lost (a program's exit, its output,
+/// a job's failure) until the store answers, pausing longer each time: an
+/// outage delays it, never drops it.
+async fn until_saved<T, F, Fut>(job_id: &str, what: &str, mut attempt: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    let mut pause = RETRY_FIRST;
+    let mut failed = false;
+    loop {
+        match attempt().await {
+            Ok(value) => {
+                if failed {
+                    info!(job_id, what, "saved once the store answered again");
+                }
+                return value;
+            }
+            Err(error) => {
+                if !failed {
+                    warn!(job_id, what, %error, "store unavailable; trying again until it answers");
+                    failed = true;
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(RETRY_MAX);
+            }
+        }
+    }
+}
+
+/// Appends what a launcher follows of a program's output to its job; while
+/// the store is away, what comes meanwhile is saved with it once it is back.
 async fn pump_output(store: Arc<dyn Store>, job_id: String, mut output: UnboundedReceiver<String>) {
     while let Some(mut chunk) = output.recv().await {
         tokio::time::sleep(OUTPUT_BATCH).await;
         while let Ok(more) = output.try_recv() {
             chunk.push_str(&more);
         }
-        if let Err(error) = store.append_output(&job_id, &chunk).await {
-            warn!(job_id, %error, "cannot save program output");
-        }
+        until_saved(&job_id, "program output", || {
+            while let Ok(more) = output.try_recv() {
+                chunk.push_str(&more);
+            }
+            let (store, job_id, text) = (Arc::clone(&store), job_id.clone(), chunk.clone());
+            async move { store.append_output(&job_id, &text).await }
+        })
+        .await;
     }
 }
 
@@ -254,14 +295,13 @@ impl Lifecycle {
     /// Ends a job `error` with a reason appended to its output; a job that is
     /// already final is left as it is.
     async fn fail(self: &Arc<Self>, job_id: &str, reason: &str) {
-        let note = format!("\n[enac-cd] {reason}\n");
-        match self
-            .update(job_id, JobStatus::Error, Some(OutputChange::Append(note)))
-            .await
-        {
-            Ok(Ok(())) => warn!(job_id, reason, "job failed"),
-            Ok(Err(_)) => {}
-            Err(error) => error!(job_id, %error, "cannot record job failure"),
+        let note = OutputChange::Append(format!("\n[enac-cd] {reason}\n"));
+        let saved = until_saved(job_id, "job failure", || {
+            self.update(job_id, JobStatus::Error, Some(note.clone()))
+        })
+        .await;
+        if saved.is_ok() {
+            warn!(job_id, reason, "job failed");
         }
     }
 
@@ -437,13 +477,13 @@ impl Lifecycle {
         } else {
             note.push('\n');
         }
-        match self
-            .update(job_id, status, Some(OutputChange::Append(note)))
-            .await
-        {
-            Ok(Ok(())) => info!(job_id, %status, summary, "job ended by program exit"),
-            Ok(Err(_)) => {}
-            Err(error) => error!(job_id, %error, "cannot record program exit"),
+        let note = OutputChange::Append(note);
+        let saved = until_saved(job_id, "program exit", || {
+            self.update(job_id, status, Some(note.clone()))
+        })
+        .await;
+        if saved.is_ok() {
+            info!(job_id, %status, summary, "job ended by program exit");
         }
     }
 

@@ -50,9 +50,29 @@ impl RedisServer {
 
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
+            // A paused server must be thawed to die of SIGKILL promptly.
+            // SAFETY: kill(2) on the pid of our own child process.
+            unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGCONT) };
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal(libc::SIGSTOP);
+    }
+
+    /// Thaws a paused server (SIGCONT): it answers what it was sent meanwhile.
+    pub fn resume(&self) {
+        self.signal(libc::SIGCONT);
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let child = self.child.as_ref().expect("redis-server is running");
+        // SAFETY: kill(2) on the pid of our own child process.
+        let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(sent, 0, "cannot signal redis-server");
     }
 
     pub fn client(&self) -> redis::Client {
