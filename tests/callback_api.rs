@@ -291,6 +291,69 @@ async fn append_true_appends_and_append_false_replaces() {
     }
 }
 
+/// `/set-job-status/` with `Idempotency-Key: key`.
+async fn callback_keyed(app: &TestApp, token: &str, key: &str, body: &Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/set-job-status/"))
+        .bearer_auth(token)
+        .header("Idempotency-Key", key)
+        .json(body)
+        .send()
+        .await
+        .expect("the service answers");
+    read(response).await
+}
+
+#[tokio::test]
+async fn a_retried_append_with_the_same_idempotency_key_is_stored_once() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[HANG_TIMEOUT]).await;
+    app.set_apps(&[("app-hang", "hang")]).await;
+    let job = HangingJob::start(&app, "app-hang").await;
+    let token = job.callback_token(&app);
+    let append = |output: &str| json!({"job_id": job.id, "status": "running", "output": output, "append": true});
+
+    // The program retries each report whose answer it did not get.
+    for (key, output) in [
+        ("line-1", "task 1 ok\n"),
+        ("line-1", "task 1 ok\n"),
+        ("line-2", "task 2 ok\n"),
+        ("line-2", "task 2 ok\n"),
+    ] {
+        let (status, body) = callback_keyed(&app, &token, key, &append(output)).await;
+        assert_eq!((status, body), (200, json!({"status": "saved"})));
+    }
+    assert_eq!(
+        job.seen(&app).await["output"],
+        "hanging\ntask 1 ok\ntask 2 ok\n",
+        "each keyed append is stored once"
+    );
+    // Without a key, a repeat is another append.
+    for _ in 0..2 {
+        let (status, _) = callback(&app, Some(&token), &append("again\n")).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        job.seen(&app).await["output"],
+        "hanging\ntask 1 ok\ntask 2 ok\nagain\nagain\n"
+    );
+    // A malformed key is refused and changes nothing.
+    let (status, body) = callback_keyed(&app, &token, "has space", &append("bad\n")).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("Idempotency-Key"),
+        "{body}"
+    );
+    assert_eq!(
+        job.seen(&app).await["output"],
+        "hanging\ntask 1 ok\ntask 2 ok\nagain\nagain\n"
+    );
+}
+
 #[tokio::test]
 async fn output_over_max_output_keeps_the_newest_bytes_behind_a_marker() {
     let redis = RedisServer::start();

@@ -6,7 +6,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::extract::{Callback, JsonBody};
+use super::extract::{Callback, IdempotencyKey, JsonBody};
 use super::{ApiError, AppState};
 use crate::domain::JobStatus;
 use crate::jobs::UpdateRefused;
@@ -34,6 +34,7 @@ fn reported_status(text: &str) -> Option<JobStatus> {
 pub async fn set_job_status(
     State(state): State<AppState>,
     Callback(caller): Callback,
+    IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<CallbackRequest>,
 ) -> Result<Json<Value>, ApiError> {
     state.access.may_report(&caller, &request.job_id)?;
@@ -49,7 +50,7 @@ pub async fn set_job_status(
     });
     match state
         .lifecycle
-        .update(&request.job_id, status, output)
+        .report(&request.job_id, status, output, key.as_deref())
         .await?
     {
         Ok(()) => Ok(Json(json!({"status": "saved"}))),

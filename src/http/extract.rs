@@ -91,6 +91,32 @@ impl<S: Send + Sync> FromRequestParts<S> for Bearer {
     }
 }
 
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The request's `Idempotency-Key`, if any: 1 to 255 visible ASCII characters.
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(IdempotencyKey(None));
+        };
+        let key = value.to_str().unwrap_or_default();
+        let valid = !key.is_empty()
+            && key.len() <= MAX_IDEMPOTENCY_KEY
+            && key.bytes().all(|byte| byte.is_ascii_graphic());
+        if !valid {
+            return Err(ApiError::BadRequest(
+                "Idempotency-Key must be 1 to 255 visible ASCII characters".into(),
+            ));
+        }
+        Ok(IdempotencyKey(Some(key.to_owned())))
+    }
+}
+
 /// Proof that the request carries `CD_ADMIN_TOKEN`.
 pub struct Admin;
 

@@ -246,6 +246,35 @@ impl Lifecycle {
         Ok(load)
     }
 
+    /// A program's report (`/set-job-status/`). With an idempotency key, a
+    /// report already saved under that key is answered as saved again and
+    /// changes nothing, so a program may retry a report whose answer it lost.
+    pub async fn report(
+        self: &Arc<Self>,
+        job_id: &str,
+        status: JobStatus,
+        output: Option<OutputChange>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Result<(), UpdateRefused>, StoreError> {
+        let Some(key) = idempotency_key else {
+            return self.update(job_id, status, output).await;
+        };
+        let key = format!("report:{job_id}:{key}");
+        let ttl = self.config.lifetimes.callback_token();
+        let ttl_ms = ttl.as_millis().min(i64::MAX as u128) as i64;
+        if !self.store.remember(&[&key], ttl_ms).await? {
+            return Ok(Ok(()));
+        }
+        let outcome = self.update(job_id, status, output).await;
+        // A report that was not saved may be sent again under its key.
+        if !matches!(outcome, Ok(Ok(()))) {
+            if let Err(error) = self.store.forget(&[&key]).await {
+                warn!(job_id, %error, "cannot forget the idempotency key of an unsaved report");
+            }
+        }
+        outcome
+    }
+
     /// Applies a status change from any source (callback, exit, timeout);
     /// the first final write wins, and a queued job it frees is launched.
     pub async fn update(
