@@ -1127,6 +1127,98 @@ async fn claim_launch_succeeds_once(backend: Backend) {
     assert_eq!(harness.job(&unknown).await, None, "a claim created a job");
 }
 
+/// Leases: an instance is live while it renews its lease, and not after it
+/// lapses or is given up.
+async fn leases_hold_until_they_lapse_or_are_given_up(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let store = &harness.store;
+    let live = || async {
+        let mut live = store
+            .live_instances()
+            .await
+            .expect("live_instances answers");
+        live.sort();
+        live
+    };
+    assert!(live().await.is_empty(), "no instance has a lease yet");
+    store
+        .heartbeat("host-a:8000", 60_000)
+        .await
+        .expect("heartbeat");
+    store
+        .heartbeat("host-b:8000", 300)
+        .await
+        .expect("heartbeat");
+    store
+        .heartbeat("host-c:8000", 60_000)
+        .await
+        .expect("heartbeat");
+    assert_eq!(live().await, ["host-a:8000", "host-b:8000", "host-c:8000"]);
+    store.retire("host-c:8000").await.expect("retire");
+    eventually("a lease that is not renewed to lapse", DEADLINE, || async {
+        (live().await == ["host-a:8000"]).then_some(())
+    })
+    .await;
+    // A renewed lease holds again.
+    store
+        .heartbeat("host-b:8000", 60_000)
+        .await
+        .expect("heartbeat");
+    assert_eq!(live().await, ["host-a:8000", "host-b:8000"]);
+}
+
+/// Taking over a claim is a compare-and-set: one winner, only from the
+/// claimant named, only on an open job.
+async fn take_over_moves_a_claim_once(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let store = &harness.store;
+    let job = harness.started("inv").await;
+    assert!(store.claim_launch(&job.id, "dead:1").await.expect("claim"));
+    assert!(
+        !store
+            .take_over(&job.id, "other:2", "me:3")
+            .await
+            .expect("take_over answers"),
+        "a claim is taken only from its holder"
+    );
+    let racers: Vec<String> = (0..8).map(|n| format!("racer:{n}")).collect();
+    let takes = futures::future::join_all(
+        racers
+            .iter()
+            .map(|who| store.take_over(&job.id, "dead:1", who)),
+    )
+    .await;
+    let winners: Vec<&String> = takes
+        .into_iter()
+        .zip(&racers)
+        .filter_map(|(won, who)| won.expect("take_over answers").then_some(who))
+        .collect();
+    assert_eq!(winners.len(), 1, "exactly one take-over wins: {winners:?}");
+    assert_eq!(
+        harness.existing(&job.id).await.launch_claim.as_ref(),
+        Some(winners[0])
+    );
+
+    harness.set_status(&job.id, JobStatus::Success).await;
+    assert!(
+        !store
+            .take_over(&job.id, winners[0], "late:4")
+            .await
+            .expect("take_over answers"),
+        "a final job is not taken over"
+    );
+    let unknown = ulid::Ulid::new().to_string();
+    assert!(!store
+        .take_over(&unknown, "dead:1", "me:3")
+        .await
+        .expect("take_over answers"));
+    assert_eq!(
+        harness.job(&unknown).await,
+        None,
+        "a take-over created a job"
+    );
+}
+
 async fn record_launch_is_kept_on_the_job_only(backend: Backend) {
     let harness = Harness::open(backend, LONG).await;
     let job = harness.started("inv").await;
@@ -1643,6 +1735,8 @@ conformance! {
         a_lapsed_lock_frees_the_inventory,
         promote_queued_after_a_lapsed_lock,
         claim_launch_succeeds_once,
+        leases_hold_until_they_lapse_or_are_given_up,
+        take_over_moves_a_claim_once,
         record_launch_is_kept_on_the_job_only,
         open_jobs_lists_jobs_not_yet_final,
         jobs_since_counts_jobs_created_from_a_time_on,

@@ -23,7 +23,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let mut problems = Vec::new();
     if let Err(error) = &store {
         tracing::warn!(%error, "not ready: store");
-        problems.push("store unreachable".to_owned());
+        problems.push("store unavailable".to_owned());
     }
     if let Err(error) = &launcher {
         tracing::warn!(%error, "not ready: launcher");

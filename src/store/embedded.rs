@@ -1,11 +1,13 @@
 //! The embedded backend: one redb file under `CD_DATA_DIR`. Every change is
 //! one serializable write transaction, so each guarantee of the Redis
 //! backend's scripts holds here by construction; the file is locked while
-//! open, so a second service on the same data dir cannot corrupt it.
+//! open, so a second service on the same data dir cannot corrupt it. After an
+//! I/O failure (a full disk) redb refuses every later transaction until the
+//! database is reopened, so the store reopens it itself.
 
-use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use redb::{
@@ -32,9 +34,18 @@ const INDEX: TableDefinition<(i64, &str), ()> = TableDefinition::new("index");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 /// Remembered keys → Unix ms when they are forgotten.
 const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
+/// Instance leases are kept among the remembered keys, under this prefix.
+const INSTANCE_PREFIX: &str = "instance:";
 
 /// How often expired jobs are deleted (reads already ignore them).
 const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+/// The least time between two reopens: a disk that stays full must not make
+/// every request rebuild the database from its file.
+const REOPEN_PAUSE: Duration = Duration::from_secs(1);
+
+/// The `META` key `ping` writes: readiness is a durable write.
+const READY_PROBE: &str = "ready-probe";
 
 #[derive(Serialize, Deserialize)]
 struct StoredJob {
@@ -51,12 +62,57 @@ struct Lock {
 }
 
 pub struct EmbeddedStore {
-    db: Arc<Database>,
+    file: Arc<StoreFile>,
     limits: JobLimits,
 }
 
-fn unavailable(error: impl Into<redb::Error>) -> StoreError {
-    StoreError::Unavailable(error.into().to_string())
+/// The store file and the database open on it, closed after an I/O failure
+/// and opened again on the next use.
+struct StoreFile {
+    path: PathBuf,
+    // Every operation holds a read guard while it uses the database; a close
+    // or a reopen holds the write guard, so it waits for the operations in
+    // flight and drops the one `Database` (releasing its file lock: no write
+    // transaction outlives an operation) before `Database::create` locks again.
+    state: RwLock<OpenState>,
+}
+
+struct OpenState {
+    /// `None` once an I/O failure closed it.
+    db: Option<Database>,
+    /// Counts closes, so that the tasks failing on one database close it once.
+    generation: u64,
+    last_reopen: Option<Instant>,
+}
+
+/// Why a store operation failed: an I/O failure, after which redb answers
+/// every transaction with `PreviousIo` until the database is reopened, or
+/// anything else.
+enum Fault {
+    Io(String),
+    Store(StoreError),
+}
+
+impl From<StoreError> for Fault {
+    fn from(error: StoreError) -> Fault {
+        Fault::Store(error)
+    }
+}
+
+impl From<Fault> for StoreError {
+    fn from(fault: Fault) -> StoreError {
+        match fault {
+            Fault::Io(error) => StoreError::Unavailable(error),
+            Fault::Store(error) => error,
+        }
+    }
+}
+
+fn unavailable(error: impl Into<redb::Error>) -> Fault {
+    match error.into() {
+        error @ (redb::Error::Io(_) | redb::Error::PreviousIo) => Fault::Io(error.to_string()),
+        error => Fault::Store(StoreError::Unavailable(error.to_string())),
+    }
 }
 
 fn corrupt(what: &str) -> StoreError {
@@ -73,7 +129,7 @@ fn read_job(
     jobs: &impl ReadableTable<&'static str, &'static [u8]>,
     job_id: &str,
     now: i64,
-) -> Result<Option<StoredJob>, StoreError> {
+) -> Result<Option<StoredJob>, Fault> {
     let Some(raw) = jobs.get(job_id).map_err(unavailable)? else {
         return Ok(None);
     };
@@ -82,7 +138,7 @@ fn read_job(
     Ok((stored.expires_at > now).then_some(stored))
 }
 
-fn write_job(jobs: &mut JobsTable<'_>, stored: &StoredJob) -> Result<(), StoreError> {
+fn write_job(jobs: &mut JobsTable<'_>, stored: &StoredJob) -> Result<(), Fault> {
     jobs.insert(stored.job.id.as_str(), encode(stored)?.as_slice())
         .map_err(unavailable)?;
     Ok(())
@@ -92,7 +148,7 @@ fn live_lock(
     locks: &impl ReadableTable<&'static str, &'static [u8]>,
     inventory: &str,
     now: i64,
-) -> Result<Option<Lock>, StoreError> {
+) -> Result<Option<Lock>, Fault> {
     let Some(raw) = locks.get(inventory).map_err(unavailable)? else {
         return Ok(None);
     };
@@ -102,8 +158,8 @@ fn live_lock(
 
 fn write(
     db: &Database,
-    change: impl FnOnce(&WriteTransaction) -> Result<(), StoreError>,
-) -> Result<(), StoreError> {
+    change: impl FnOnce(&WriteTransaction) -> Result<(), Fault>,
+) -> Result<(), Fault> {
     let txn = db.begin_write().map_err(unavailable)?;
     change(&txn)?;
     txn.commit().map_err(unavailable)
@@ -115,7 +171,7 @@ fn promote(
     limits: &JobLimits,
     inventory: &str,
     now: i64,
-) -> Result<Option<Job>, StoreError> {
+) -> Result<Option<Job>, Fault> {
     let mut locks = txn.open_table(LOCKS).map_err(unavailable)?;
     if live_lock(&locks, inventory, now)?.is_some() {
         return Ok(None);
@@ -148,6 +204,96 @@ fn promote(
     Ok(Some(stored.job))
 }
 
+/// Opens (or creates) the database at `path` and its tables.
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(|error| match error {
+        redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.display().to_string()),
+        other => StoreError::Unavailable(format!("{}: {other}", path.display())),
+    })?;
+    write(&db, |txn| {
+        txn.open_table(APPS).map_err(unavailable)?;
+        txn.open_table(JOBS).map_err(unavailable)?;
+        txn.open_table(LOCKS).map_err(unavailable)?;
+        txn.open_table(QUEUED).map_err(unavailable)?;
+        txn.open_table(OPEN).map_err(unavailable)?;
+        txn.open_table(INDEX).map_err(unavailable)?;
+        txn.open_table(META).map_err(unavailable)?;
+        txn.open_table(SEEN).map_err(unavailable)?;
+        Ok(())
+    })?;
+    Ok(db)
+}
+
+impl StoreFile {
+    /// Runs `work` on the database, reopening it first if an I/O failure
+    /// closed it, and closing it if `work` meets one.
+    fn run<T>(&self, work: impl FnOnce(&Database) -> Result<T, Fault>) -> Result<T, StoreError> {
+        let state = self.open_state()?;
+        let Some(db) = &state.db else {
+            return Err(StoreError::Unavailable(
+                "the store file was closed after an I/O error".to_owned(),
+            ));
+        };
+        match work(db) {
+            Ok(value) => Ok(value),
+            Err(Fault::Store(error)) => Err(error),
+            Err(Fault::Io(error)) => {
+                let generation = state.generation;
+                drop(state);
+                self.close(generation, &error);
+                Err(StoreError::Unavailable(error))
+            }
+        }
+    }
+
+    /// A read guard on the state, the database reopened if it was closed.
+    fn open_state(&self) -> Result<RwLockReadGuard<'_, OpenState>, StoreError> {
+        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+        if state.db.is_some() {
+            return Ok(state);
+        }
+        drop(state);
+        self.reopen()?;
+        Ok(self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Drops the database that failed, unless another task did already.
+    fn close(&self, generation: u64, error: &str) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if state.generation != generation {
+            return;
+        }
+        state.generation += 1;
+        if let Some(db) = state.db.take() {
+            tracing::warn!(%error, path = %self.path.display(),
+                           "store I/O failure: closing the store file to reopen it");
+            // Its error is the latched I/O failure again: the file is left
+            // for the reopen to recover, as after a crash.
+            let _ = db.close();
+        }
+    }
+
+    fn reopen(&self) -> Result<(), StoreError> {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if state.db.is_some() {
+            return Ok(());
+        }
+        if state
+            .last_reopen
+            .is_some_and(|at| at.elapsed() < REOPEN_PAUSE)
+        {
+            return Err(StoreError::Unavailable(
+                "the store file was closed after an I/O error and is reopened shortly".to_owned(),
+            ));
+        }
+        state.last_reopen = Some(Instant::now());
+        let db = open_database(&self.path)?;
+        tracing::info!(path = %self.path.display(), "store file reopened");
+        state.db = Some(db);
+        Ok(())
+    }
+}
+
 impl EmbeddedStore {
     /// Opens (or creates) the store file; refuses a file another process holds.
     pub fn open(path: &Path, limits: JobLimits) -> Result<EmbeddedStore, StoreError> {
@@ -155,25 +301,17 @@ impl EmbeddedStore {
             std::fs::create_dir_all(dir)
                 .map_err(|error| StoreError::Unavailable(format!("{}: {error}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                StoreError::Locked(path.display().to_string())
-            }
-            other => StoreError::Unavailable(format!("{}: {other}", path.display())),
-        })?;
-        write(&db, |txn| {
-            txn.open_table(APPS).map_err(unavailable)?;
-            txn.open_table(JOBS).map_err(unavailable)?;
-            txn.open_table(LOCKS).map_err(unavailable)?;
-            txn.open_table(QUEUED).map_err(unavailable)?;
-            txn.open_table(OPEN).map_err(unavailable)?;
-            txn.open_table(INDEX).map_err(unavailable)?;
-            txn.open_table(META).map_err(unavailable)?;
-            txn.open_table(SEEN).map_err(unavailable)?;
-            Ok(())
-        })?;
+        let db = open_database(path)?;
+        let file = StoreFile {
+            path: path.to_owned(),
+            state: RwLock::new(OpenState {
+                db: Some(db),
+                generation: 0,
+                last_reopen: None,
+            }),
+        };
         let store = EmbeddedStore {
-            db: Arc::new(db),
+            file: Arc::new(file),
             limits,
         };
         store.spawn_purge();
@@ -184,7 +322,7 @@ impl EmbeddedStore {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let db = Arc::downgrade(&self.db);
+        let file = Arc::downgrade(&self.file);
         runtime.spawn(async move {
             // The first tick waits a period: a store dropped soon after it
             // opened must release its file at once.
@@ -193,8 +331,8 @@ impl EmbeddedStore {
             loop {
                 ticker.tick().await;
                 // Stops once the store is dropped.
-                let Some(db) = db.upgrade() else { return };
-                let purged = tokio::task::spawn_blocking(move || purge(&db)).await;
+                let Some(file) = file.upgrade() else { return };
+                let purged = tokio::task::spawn_blocking(move || file.run(purge)).await;
                 if let Ok(Err(error)) = purged {
                     tracing::warn!(%error, "purging expired jobs failed");
                 }
@@ -206,11 +344,11 @@ impl EmbeddedStore {
     async fn run<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&Database, &JobLimits) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&Database, &JobLimits) -> Result<T, Fault> + Send + 'static,
     {
-        let db = Arc::clone(&self.db);
+        let file = Arc::clone(&self.file);
         let limits = self.limits;
-        tokio::task::spawn_blocking(move || work(&db, &limits))
+        tokio::task::spawn_blocking(move || file.run(|db| work(db, &limits)))
             .await
             .map_err(|error| StoreError::Unavailable(error.to_string()))?
     }
@@ -218,7 +356,7 @@ impl EmbeddedStore {
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: FnOnce(&ReadTransaction) -> Result<T, StoreError> + Send + 'static,
+        F: FnOnce(&ReadTransaction) -> Result<T, Fault> + Send + 'static,
     {
         self.run(move |db, _| work(&db.begin_read().map_err(unavailable)?))
             .await
@@ -226,7 +364,7 @@ impl EmbeddedStore {
 }
 
 /// Deletes jobs past their expiry and their index entries.
-fn purge(db: &Database) -> Result<(), StoreError> {
+fn purge(db: &Database) -> Result<(), Fault> {
     let now = now_ms();
     write(db, |txn| {
         let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -251,10 +389,7 @@ fn purge(db: &Database) -> Result<(), StoreError> {
 }
 
 /// Whether any of `keys` is still remembered.
-fn any_held(
-    seen: &impl ReadableTable<&'static str, i64>,
-    keys: &[String],
-) -> Result<bool, StoreError> {
+fn any_held(seen: &impl ReadableTable<&'static str, i64>, keys: &[String]) -> Result<bool, Fault> {
     let now = now_ms();
     for key in keys {
         let held = seen
@@ -271,18 +406,29 @@ fn any_held(
 fn read_app(
     apps: &impl ReadableTable<&'static str, &'static str>,
     deployment_id: &str,
-) -> Result<Option<AppRecord>, StoreError> {
+) -> Result<Option<AppRecord>, Fault> {
     apps.get(deployment_id)
         .map_err(unavailable)?
         .map(|raw| parse_app(deployment_id, raw.value()))
         .transpose()
+        .map_err(Fault::from)
 }
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    /// Ready means able to write: a read passes on a database that redb
+    /// refuses every write to. One small durable write, cheap at the pace
+    /// `/readyz` is polled.
     async fn ping(&self) -> Result<(), StoreError> {
-        self.read(|txn| txn.open_table(META).map(|_| ()).map_err(unavailable))
-            .await
+        self.run(|db, _| {
+            write(db, |txn| {
+                let mut meta = txn.open_table(META).map_err(unavailable)?;
+                meta.insert(READY_PROBE, now_ms().to_string().as_str())
+                    .map_err(unavailable)?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn replace_apps(&self, apps: &[AppRecord]) -> Result<(), StoreError> {
@@ -540,6 +686,67 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn heartbeat(&self, instance: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        let key = format!("{INSTANCE_PREFIX}{instance}");
+        self.run(move |db, _| {
+            write(db, |txn| {
+                let mut seen = txn.open_table(SEEN).map_err(unavailable)?;
+                let until = now_ms().saturating_add(ttl_ms.max(1));
+                seen.insert(key.as_str(), until).map_err(unavailable)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn retire(&self, instance: &str) -> Result<(), StoreError> {
+        self.forget(&[&format!("{INSTANCE_PREFIX}{instance}")])
+            .await
+    }
+
+    async fn live_instances(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let seen = txn.open_table(SEEN).map_err(unavailable)?;
+            let now = now_ms();
+            let mut live = Vec::new();
+            for entry in seen.range(INSTANCE_PREFIX..).map_err(unavailable)? {
+                let (key, until) = entry.map_err(unavailable)?;
+                let Some(instance) = key.value().strip_prefix(INSTANCE_PREFIX) else {
+                    break;
+                };
+                if until.value() > now {
+                    live.push(instance.to_owned());
+                }
+            }
+            Ok(live)
+        })
+        .await
+    }
+
+    async fn take_over(&self, job_id: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(false);
+        }
+        let (job_id, from, to) = (job_id.to_owned(), from.to_owned(), to.to_owned());
+        self.run(move |db, _| {
+            let mut taken = false;
+            write(db, |txn| {
+                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                    let open = !stored.job.status.is_final();
+                    if open && stored.job.launch_claim.as_deref() == Some(from.as_str()) {
+                        stored.job.launch_claim = Some(to);
+                        write_job(&mut jobs, &stored)?;
+                        taken = true;
+                    }
+                }
+                Ok(())
+            })?;
+            Ok(taken)
+        })
+        .await
+    }
+
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError> {
         let proposed = proposed.to_owned();
         self.run(move |db, _| {
@@ -574,7 +781,7 @@ fn busy_outcome(
     jobs: &impl ReadableTable<&'static str, &'static [u8]>,
     new: &NewJob,
     on_busy: OnBusy,
-) -> Result<Result<StartOutcome, JobStatus>, StoreError> {
+) -> Result<Result<StartOutcome, JobStatus>, Fault> {
     let now = new.created_at;
     let Some(lock) = live_lock(locks, &new.inventory, now)? else {
         return Ok(Err(JobStatus::LOCK_HOLDER));
@@ -607,7 +814,7 @@ fn busy_answer(
     txn: &ReadTransaction,
     new: &NewJob,
     on_busy: OnBusy,
-) -> Result<Option<StartOutcome>, StoreError> {
+) -> Result<Option<StartOutcome>, Fault> {
     let locks = txn.open_table(LOCKS).map_err(unavailable)?;
     let queued = txn.open_table(QUEUED).map_err(unavailable)?;
     let jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -619,7 +826,7 @@ fn start(
     limits: &JobLimits,
     new: NewJob,
     on_busy: OnBusy,
-) -> Result<StartOutcome, StoreError> {
+) -> Result<StartOutcome, Fault> {
     let now = new.created_at;
     let mut locks = txn.open_table(LOCKS).map_err(unavailable)?;
     let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
@@ -670,7 +877,7 @@ fn apply_update(
     limits: &JobLimits,
     job_id: &str,
     update: &JobUpdate,
-) -> Result<UpdateOutcome, StoreError> {
+) -> Result<UpdateOutcome, Fault> {
     let now = now_ms();
     let inventory = {
         let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;

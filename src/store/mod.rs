@@ -198,6 +198,17 @@ pub trait Store: Send + Sync + 'static {
     /// not start (ignored, refused as busy, failed) may come again.
     async fn forget(&self, keys: &[&str]) -> Result<(), StoreError>;
 
+    /// Renews `instance`'s lease for `ttl_ms`.
+    async fn heartbeat(&self, instance: &str, ttl_ms: i64) -> Result<(), StoreError>;
+    /// Gives up `instance`'s lease (a graceful stop).
+    async fn retire(&self, instance: &str) -> Result<(), StoreError>;
+    /// The instances whose lease holds.
+    async fn live_instances(&self) -> Result<Vec<String>, StoreError>;
+    /// Moves an open job's launch claim from `from` to `to`, atomically;
+    /// false, and nothing changed, if the claim is no longer `from` (another
+    /// instance took it first) or the job is final or unknown.
+    async fn take_over(&self, job_id: &str, from: &str, to: &str) -> Result<bool, StoreError>;
+
     /// Stores `proposed` as the signing key unless one exists; returns the kept key.
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError>;
 }

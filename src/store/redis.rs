@@ -3,11 +3,13 @@
 //! pipelined round trip.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{AsyncCommands, Script};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 use secrecy::{ExposeSecret, SecretString};
 
 use super::{
@@ -59,7 +61,7 @@ impl Scripts {
 }
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    slot: Arc<ConnectionSlot>,
     prefix: String,
     limits: JobLimits,
     scripts: Scripts,
@@ -69,8 +71,151 @@ fn unavailable(error: redis::RedisError) -> StoreError {
     StoreError::Unavailable(error.to_string())
 }
 
+/// Short timeouts and few retries: during an outage a request fails within
+/// seconds with a clear error instead of hanging. TCP keepalive is on
+/// through the crate's default `keep-alive` feature, with the system's
+/// timings: redis 0.27 has no setting for them.
+fn manager_config() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(2))
+        .set_response_timeout(Duration::from_secs(2))
+        .set_number_of_retries(2)
+        .set_max_delay(500)
+}
+
+/// The connection in use, replaced whole when it stops answering.
+///
+/// `ConnectionManager` reconnects after a reset or a closed socket, but it
+/// counts a response timeout as retryable and keeps its socket: behind a
+/// half-open connection (a dropped NAT entry, a partition) every command
+/// would time out for ever. So an I/O error, a timeout included, has a
+/// fresh manager built in the background and swapped in.
+struct ConnectionSlot {
+    client: redis::Client,
+    current: RwLock<Generation>,
+    /// One build at a time, however many commands fail meanwhile.
+    rebuilding: AtomicBool,
+}
+
+/// A manager and how many replaced it before, so that commands failing on
+/// an already replaced manager do not replace its successor.
+#[derive(Clone)]
+struct Generation {
+    number: u64,
+    manager: ConnectionManager,
+}
+
+impl ConnectionSlot {
+    async fn open(client: redis::Client) -> Result<ConnectionSlot, StoreError> {
+        let manager = ConnectionManager::new_with_config(client.clone(), manager_config())
+            .await
+            .map_err(unavailable)?;
+        Ok(ConnectionSlot {
+            client,
+            current: RwLock::new(Generation { number: 0, manager }),
+            rebuilding: AtomicBool::new(false),
+        })
+    }
+
+    /// The current manager, cloned out under a short lock. A panic cannot
+    /// leave the slot half-written (it only ever holds a whole value), so a
+    /// poisoned lock is still read.
+    fn current(&self) -> Generation {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn connection(self: &Arc<Self>) -> Connection {
+        Connection {
+            generation: self.current(),
+            slot: Arc::clone(self),
+        }
+    }
+
+    /// Builds a fresh manager in the background to replace generation
+    /// `failed`, unless a build is under way or `failed` is already gone.
+    fn replace(self: &Arc<Self>, failed: u64) {
+        // Take the build first, then look: a finished build swaps before it
+        // lets go, so whoever takes it next sees the new generation.
+        if self.rebuilding.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.current().number != failed {
+            self.rebuilding.store(false, Ordering::Release);
+            return;
+        }
+        let slot = Arc::clone(self);
+        tokio::spawn(async move {
+            match ConnectionManager::new_with_config(slot.client.clone(), manager_config()).await {
+                Ok(manager) => {
+                    let number = failed + 1;
+                    *slot.current.write().unwrap_or_else(PoisonError::into_inner) =
+                        Generation { number, manager };
+                    tracing::warn!(number, "redis: replaced a connection that failed");
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "redis: no fresh connection yet; the next failure retries");
+                }
+            }
+            slot.rebuilding.store(false, Ordering::Release);
+        });
+    }
+}
+
+/// What every command of the store runs on: the manager current when it was
+/// taken, which it reports to its slot when it fails.
+#[derive(Clone)]
+struct Connection {
+    generation: Generation,
+    slot: Arc<ConnectionSlot>,
+}
+
+impl Connection {
+    fn check<T>(&self, reply: &RedisResult<T>) {
+        if let Err(error) = reply {
+            if error.is_io_error() {
+                self.slot.replace(self.generation.number);
+            }
+        }
+    }
+}
+
+impl ConnectionLike for Connection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(async move {
+            let reply = self.generation.manager.req_packed_command(cmd).await;
+            self.check(&reply);
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(async move {
+            let reply = self
+                .generation
+                .manager
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            self.check(&reply);
+            reply
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.generation.manager.get_db()
+    }
+}
+
 impl RedisStore {
-    /// Connects; the connection then reconnects by itself after an outage.
+    /// Connects; the connection then reconnects by itself after an outage
+    /// and is replaced when it stops answering.
     pub async fn connect(
         url: &SecretString,
         prefix: &str,
@@ -78,18 +223,8 @@ impl RedisStore {
     ) -> Result<RedisStore, StoreError> {
         let client = redis::Client::open(url.expose_secret())
             .map_err(|_| StoreError::Unavailable("CD_REDIS_URL is not a valid Redis URL".into()))?;
-        // Short timeouts and few retries: during an outage a request fails in
-        // about a second with a clear error instead of hanging.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(2)
-            .set_max_delay(500);
-        let connection = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(unavailable)?;
         Ok(RedisStore {
-            connection,
+            slot: Arc::new(ConnectionSlot::open(client).await?),
             prefix: prefix.to_owned(),
             limits,
             scripts: Scripts::load(),
@@ -104,8 +239,8 @@ impl RedisStore {
         format!("{}job:{job_id}", self.prefix)
     }
 
-    fn connection(&self) -> ConnectionManager {
-        self.connection.clone()
+    fn connection(&self) -> Connection {
+        self.slot.connection()
     }
 
     /// Sets one field of an existing job (never creating one); with
@@ -486,6 +621,53 @@ impl Store for RedisStore {
             .del::<_, ()>(keys)
             .await
             .map_err(unavailable)
+    }
+
+    async fn heartbeat(&self, instance: &str, ttl_ms: i64) -> Result<(), StoreError> {
+        let now = now_ms();
+        let key = self.key("instances");
+        redis::pipe()
+            .zrembyscore(&key, "-inf", now)
+            .ignore()
+            .zadd(&key, instance, now.saturating_add(ttl_ms.max(1)))
+            .ignore()
+            .query_async::<()>(&mut self.connection())
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn retire(&self, instance: &str) -> Result<(), StoreError> {
+        self.connection()
+            .zrem::<_, _, ()>(self.key("instances"), instance)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn live_instances(&self) -> Result<Vec<String>, StoreError> {
+        self.connection()
+            .zrangebyscore(self.key("instances"), format!("({}", now_ms()), "+inf")
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn take_over(&self, job_id: &str, from: &str, to: &str) -> Result<bool, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(false);
+        }
+        // Rare (a sweep after a replica died): the script is built per call.
+        let script = Script::new(&format!(
+            "{}\n{}",
+            status_prelude(),
+            include_str!("lua/take_over.lua")
+        ));
+        let taken: i64 = script
+            .key(self.job_key(job_id))
+            .arg(from)
+            .arg(to)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(taken == 1)
     }
 
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError> {

@@ -12,6 +12,7 @@ pub mod docker;
 pub mod oidc;
 pub mod redis_server;
 pub mod service_process;
+pub mod tcp_proxy;
 pub mod wait;
 pub mod webhook;
 
