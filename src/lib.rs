@@ -168,6 +168,17 @@ fn read_apps_file(settings: &Settings) -> Result<Option<Vec<AppRecord>>, StartEr
     Ok(Some(apps))
 }
 
+/// This instance's name in the store (launch claims, leases): its host and
+/// port, the same across a restart, different for replicas on one host.
+fn instance_name(settings: &Settings) -> String {
+    let host = crate::launch::process::host_name();
+    match settings.listen.port() {
+        // A port chosen by the system says nothing across restarts.
+        0 => format!("{host}:{}", ulid::Ulid::new()),
+        port => format!("{host}:{port}"),
+    }
+}
+
 /// Builds the state from validated settings: store, signing key, launcher,
 /// lifecycle, apps file. Reconciles open jobs and starts the sweeper.
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
@@ -207,13 +218,14 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
             cd_env: settings.cd_env.clone(),
             self_inventory: settings.self_inventory.clone(),
             lifetimes: settings.lifetimes(),
-            instance: ulid::Ulid::new().to_string(),
+            instance: instance_name(settings),
         },
         metrics.clone(),
     );
     if let Err(error) = lifecycle.reconcile().await {
         tracing::error!(%error, "reconciliation failed; the sweeper will retry");
     }
+    lifecycle.spawn_heartbeat();
     lifecycle.spawn_sweeper();
     let oidc = Arc::new(OidcVerifier::new(settings.issuers.clone()));
     let access = Arc::new(JobAccess::new(
@@ -257,6 +269,8 @@ pub async fn serve_until(
         .await?;
     // A job claimed for launch must not be left half-launched.
     lifecycle.finish_launches(Duration::from_secs(30)).await;
+    // Its jobs are then adopted at once by the next start or a replica.
+    lifecycle.retire().await;
     Ok(())
 }
 

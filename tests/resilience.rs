@@ -232,6 +232,72 @@ async fn a_program_exit_during_a_store_outage_is_recorded_once_the_store_answers
     assert_eq!(next["status"], "starting", "{next}");
 }
 
+/// How long a dead replica's jobs may wait for another to adopt them: its
+/// lease lapses (20 s), then the next sweep (every 15 s) takes them.
+const ADOPTION_DEADLINE: Duration = Duration::from_secs(60);
+
+#[tokio::test]
+async fn a_live_replica_adopts_the_jobs_of_one_killed_with_minus_9() {
+    let redis = RedisServer::start();
+    let (dir_a, dir_b) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (addr_a, addr_b) = (free_addr(), free_addr());
+    let mut replica_a = ServiceProcess::start(
+        &serve_env_at(&Backend::Redis(&redis), dir_a.path(), addr_a),
+        addr_a,
+    );
+    let _replica_b = ServiceProcess::start(
+        &serve_env_at(&Backend::Redis(&redis), dir_b.path(), addr_b),
+        addr_b,
+    );
+    app_one(addr_a).register("quiet-3-takeover").await;
+    let job_id = job_id_of(&app_one(addr_a).deploy().await);
+    let launched = redis_job_field(&redis, &job_id, "launch");
+    eventually("the program to be launched by A", DEADLINE, launched).await;
+
+    // A dies with its job open; the program ends without a callback.
+    replica_a.kill_hard();
+    let done = app_one(addr_b)
+        .wait_status(&job_id, FINAL, ADOPTION_DEADLINE)
+        .await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(
+        done["output"]
+            .as_str()
+            .unwrap_or("")
+            .contains("without a final status"),
+        "B found the program gone and ended the job: {done}"
+    );
+    let next = app_one(addr_b).deploy().await;
+    assert_eq!(next["status"], "starting", "the lock was released: {next}");
+}
+
+/// A check that the Redis hash of `job_id` has `field`.
+fn redis_job_field<'a>(
+    redis: &'a RedisServer,
+    job_id: &'a str,
+    field: &'a str,
+) -> impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<()>> + 'a>> {
+    move || {
+        Box::pin(async move {
+            let mut connection = redis
+                .client()
+                .get_multiplexed_async_connection()
+                .await
+                .ok()?;
+            let present: bool = redis::cmd("HEXISTS")
+                .arg(format!("enac-cd:job:{job_id}"))
+                .arg(field)
+                .query_async(&mut connection)
+                .await
+                .ok()?;
+            present.then_some(())
+        })
+    }
+}
+
 #[tokio::test]
 async fn sigterm_stops_the_service_and_leaves_the_running_job_to_the_next_start() {
     let redis = RedisServer::start();

@@ -94,6 +94,16 @@ pub struct Lifecycle {
 /// Pause that lets a burst of output lines gather into one store write.
 const OUTPUT_BATCH: Duration = Duration::from_millis(200);
 
+/// How often an instance renews its lease in the store.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+/// An instance that has not renewed its lease for this long is taken for
+/// dead, and its jobs are adopted by the next sweep of another instance.
+const LEASE_TTL: Duration = Duration::from_secs(20);
+
+fn millis(duration: Duration) -> i64 {
+    duration.as_millis().min(i64::MAX as u128) as i64
+}
+
 /// First pause before a write that must not be lost is tried again.
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 /// Longest pause between two tries.
@@ -409,17 +419,23 @@ impl Lifecycle {
                 return None;
             }
         }
+        // Watched from the claim on, so that no sweep takes the launch under
+        // way for one cut short.
+        self.lock_watched().insert(job.id.clone());
         let spec = self.spec_for(&job);
         let record = match self.launcher.launch(&spec).await {
             Ok(record) => record,
             Err(error) => {
                 self.fail(&job.id, &format!("launch failed: {error}")).await;
+                self.lock_watched().remove(&job.id);
                 return None;
             }
         };
-        if let Err(error) = self.store.record_launch(&job.id, &record.to_data()).await {
-            error!(job_id = %job.id, %error, "cannot record job launch");
-        }
+        let data = record.to_data();
+        until_saved(&job.id, "launch record", || {
+            self.store.record_launch(&job.id, &data)
+        })
+        .await;
         info!(job_id = %job.id, inventory = %job.inventory, "job launched");
         let started_at = job.started_at.unwrap_or(job.created_at);
         Some((job.id, started_at, record))
@@ -434,9 +450,6 @@ impl Lifecycle {
         record: LaunchRecord,
         resumed: bool,
     ) {
-        if !self.lock_watched().insert(job_id.clone()) {
-            return;
-        }
         let (sink, output) = tokio::sync::mpsc::unbounded_channel();
         let pump = tokio::spawn(pump_output(Arc::clone(&self.store), job_id.clone(), output));
         let wait = self.launcher.wait(&record, sink, resumed);
@@ -519,16 +532,96 @@ impl Lifecycle {
     /// At start-up: finds every open job's program again and follows it,
     /// finishes those whose program is gone, launches what was never launched.
     pub async fn reconcile(self: &Arc<Self>) -> Result<(), StoreError> {
+        self.heartbeat().await?;
         self.reconcile_labelled().await?;
-        for job in self.store.open_jobs().await? {
-            match (launch_record(&job), job.status) {
-                (_, JobStatus::Queued) => self.promote(&job.inventory).await,
-                (Some(record), _) if self.launcher.owns(&record) => self.adopt(job, record).await,
-                (None, _) if job.launch_claim.is_none() => self.spawn_launch(job),
-                _ => {}
+        self.sweep().await
+    }
+
+    /// Renews this instance's lease: while it holds, no other instance
+    /// takes over the jobs it claimed.
+    async fn heartbeat(&self) -> Result<(), StoreError> {
+        self.store
+            .heartbeat(&self.config.instance, millis(LEASE_TTL))
+            .await
+    }
+
+    /// Renews the lease every few seconds for the life of the service.
+    pub fn spawn_heartbeat(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                ticker.tick().await;
+                if let Err(error) = this.heartbeat().await {
+                    warn!(%error, "cannot renew this instance's lease");
+                }
+            }
+        });
+    }
+
+    /// Gives up the lease at a graceful stop, so that the jobs this instance
+    /// claimed are adopted at once by the next start or another replica.
+    pub async fn retire(&self) {
+        if let Err(error) = self.store.retire(&self.config.instance).await {
+            warn!(%error, "cannot give up this instance's lease");
+        }
+    }
+
+    /// An open job no watcher here follows: launched if nobody claimed it;
+    /// left to its claimant while that instance's lease holds; taken over
+    /// (and its program found again) once the lease has lapsed, or when the
+    /// claim is this instance's own (a watcher that never started).
+    async fn resolve(self: &Arc<Self>, job: Job, live: &HashSet<String>) {
+        let me = self.config.instance.as_str();
+        match job.launch_claim.as_deref() {
+            None if job.launch.is_none() => self.spawn_launch(job),
+            None => self.recover(job).await,
+            Some(owner) if owner == me => self.recover(job).await,
+            Some(owner) if live.contains(owner) => {}
+            Some(owner) => match self.store.take_over(&job.id, owner, me).await {
+                Ok(true) => {
+                    info!(job_id = %job.id, from = owner, "adopting a job whose instance's lease lapsed");
+                    self.recover(job).await
+                }
+                Ok(false) => {}
+                Err(error) => warn!(job_id = %job.id, %error, "cannot take over job"),
+            },
+        }
+    }
+
+    /// Finds a claimed job's program again: by its launch record, or by its
+    /// label when the launch was cut short before the record was saved. A
+    /// claim with no program anywhere was never launched: the job is lost.
+    async fn recover(self: &Arc<Self>, job: Job) {
+        if let Some(record) = launch_record(&job) {
+            // Another host's program cannot be seen from here; the job's
+            // timeout still ends it.
+            if self.launcher.owns(&record) {
+                self.adopt(job, record).await;
+            }
+            return;
+        }
+        let labelled = match self.launcher.labelled().await {
+            Ok(labelled) => labelled,
+            Err(error) => return warn!(job_id = %job.id, %error, "cannot list launched programs"),
+        };
+        match labelled.into_iter().find(|(job_id, _)| *job_id == job.id) {
+            Some((_, record)) => {
+                let data = record.to_data();
+                until_saved(&job.id, "launch record", || {
+                    self.store.record_launch(&job.id, &data)
+                })
+                .await;
+                self.adopt(job, record).await
+            }
+            None => {
+                self.fail(
+                    &job.id,
+                    "lost: the launch was cut short before its program started",
+                )
+                .await
             }
         }
-        Ok(())
     }
 
     /// Programs found by label: those of open jobs the store has no record
@@ -561,9 +654,16 @@ impl Lifecycle {
     }
 
     async fn adopt(self: &Arc<Self>, job: Job, record: LaunchRecord) {
-        match self.launcher.find(&record).await {
+        if !self.lock_watched().insert(job.id.clone()) {
+            return;
+        }
+        let presence = self.launcher.find(&record).await;
+        if !matches!(presence, Ok(Presence::Running)) {
+            self.lock_watched().remove(&job.id);
+        }
+        match presence {
             Ok(Presence::Running) => {
-                info!(job_id = %job.id, "following job again after restart");
+                info!(job_id = %job.id, "following job again");
                 let this = Arc::clone(self);
                 let started_at = job.started_at.unwrap_or(job.created_at);
                 tokio::spawn(async move { this.watch(job.id, started_at, record, true).await });
@@ -592,6 +692,7 @@ impl Lifecycle {
     async fn sweep(self: &Arc<Self>) -> Result<(), StoreError> {
         let grace = SWEEP_GRACE.as_millis() as i64;
         let timeout = self.config.lifetimes.job_timeout.as_millis() as i64;
+        let live: HashSet<String> = self.store.live_instances().await?.into_iter().collect();
         for job in self.store.open_jobs().await? {
             if self.lock_watched().contains(&job.id) {
                 continue;
@@ -607,8 +708,8 @@ impl Lifecycle {
                             let _ = self.launcher.stop(&record).await;
                         }
                         self.fail(&job.id, &self.timed_out()).await;
-                    } else if job.launch.is_none() && job.launch_claim.is_none() {
-                        self.spawn_launch(job);
+                    } else {
+                        self.resolve(job, &live).await;
                     }
                 }
             }

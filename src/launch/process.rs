@@ -59,7 +59,8 @@ impl ProcessLauncher {
     }
 }
 
-fn host_name() -> String {
+/// This machine's name, as the kernel knows it.
+pub fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .unwrap_or_else(|_| "localhost".into())

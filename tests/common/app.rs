@@ -99,7 +99,11 @@ impl TestApp {
             .await
             .expect("bind port 0");
         let addr = listener.local_addr().expect("local addr");
-        let mut args = vec![format!("--public-url=http://{addr}")];
+        let mut args = vec![
+            format!("--public-url=http://{addr}"),
+            // The instance's name in the store comes from its port.
+            format!("--listen={addr}"),
+        ];
         args.extend(extra.iter().map(|arg| arg.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut settings = settings_for(&backend, &args, data_dir.path());
