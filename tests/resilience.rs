@@ -274,6 +274,53 @@ async fn a_live_replica_adopts_the_jobs_of_one_killed_with_minus_9() {
     assert_eq!(next["status"], "starting", "the lock was released: {next}");
 }
 
+#[tokio::test]
+async fn a_launch_claimed_by_a_dead_instance_that_never_started_ends_lost() {
+    use enac_cd::domain::{now_ms, Lifetimes, NewJob, OnBusy, Trigger, TriggerKind};
+    use enac_cd::store::{JobLimits, RedisStore, StartOutcome, Store};
+
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    app.set_apps(&[("app-one", "ok-claimed")]).await;
+    // What an instance leaves when it dies between claiming a launch and
+    // starting the program (an image pull, a lost store reply).
+    let limits = JobLimits::new(
+        Lifetimes {
+            job_timeout: Duration::from_secs(3600),
+            job_ttl: Duration::from_secs(3600),
+        },
+        1 << 20,
+    );
+    let url = secrecy::SecretString::from(redis.url());
+    let store = RedisStore::connect(&url, "enac-cd:", limits)
+        .await
+        .expect("the store connects");
+    let job = NewJob {
+        id: ulid::Ulid::new().to_string(),
+        deployment_id: "app-one".into(),
+        inventory: "ok-claimed".into(),
+        trigger: Trigger::of_kind(TriggerKind::Secret),
+        created_at: now_ms(),
+    };
+    let started = store.start_job(&job, OnBusy::Reject).await.expect("start");
+    assert!(matches!(started, StartOutcome::Started(_)), "{started:?}");
+    assert!(store
+        .claim_launch(&job.id, "dead-host:1")
+        .await
+        .expect("claim"));
+
+    // Nobody holds dead-host:1's lease: a sweep takes the job over, finds no
+    // program for it and ends it, well before its one-hour timeout.
+    let done = app.wait_final("app-one", &job.id, ADOPTION_DEADLINE).await;
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(
+        done["output"].as_str().unwrap_or("").contains("lost"),
+        "{done}"
+    );
+    let next = app.deploy("app-one").await;
+    assert_eq!(next["status"], "starting", "the lock was released: {next}");
+}
+
 /// A check that the Redis hash of `job_id` has `field`.
 fn redis_job_field<'a>(
     redis: &'a RedisServer,
