@@ -14,6 +14,7 @@ pub use file::{issuers_from, merge_config_file};
 
 use crate::domain::{Lifetimes, OnBusy};
 use crate::launch::{is_executable, DockerPull};
+use crate::store::RedisAddress;
 use crate::units;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -233,10 +234,11 @@ impl Settings {
     /// Checks what clap's parsers cannot see alone: combinations and formats.
     pub fn validate(&self) -> Result<(), SettingsError> {
         if let Some(url) = &self.redis_url {
-            redis::Client::open(url.expose_secret()).map_err(|_| {
+            RedisAddress::parse(url.expose_secret()).map_err(|_| {
                 invalid(
                     "CD_REDIS_URL",
-                    "not a valid redis://[:pass@]host:port/db URL",
+                    "not a valid redis://[:pass@]host:port/db, rediss://… or \
+                     redis+sentinel://[:pass@]host:port[,host:port…]/primary[/db] URL",
                 )
             })?;
         }

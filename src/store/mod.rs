@@ -4,6 +4,7 @@
 
 pub mod embedded;
 pub mod redis;
+mod redis_address;
 
 use async_trait::async_trait;
 
@@ -12,6 +13,7 @@ use crate::domain::{Job, JobStatus, LaunchData, Lifetimes, NewJob, OnBusy};
 
 pub use self::embedded::EmbeddedStore;
 pub use self::redis::RedisStore;
+pub use self::redis_address::RedisAddress;
 
 /// One deployable app; the secret is only ever held as a digest.
 #[derive(Clone, Debug, PartialEq)]

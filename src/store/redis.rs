@@ -12,6 +12,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 use secrecy::{ExposeSecret, SecretString};
 
+use super::redis_address::RedisAddress;
 use super::{
     parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store, StoreError,
     StoredApp, UpdateOutcome, TRUNCATION_MARKER,
@@ -91,7 +92,7 @@ fn manager_config() -> ConnectionManagerConfig {
 /// would time out for ever. So an I/O error, a timeout included, has a
 /// fresh manager built in the background and swapped in.
 struct ConnectionSlot {
-    client: redis::Client,
+    address: RedisAddress,
     current: RwLock<Generation>,
     /// One build at a time, however many commands fail meanwhile.
     rebuilding: AtomicBool,
@@ -106,12 +107,10 @@ struct Generation {
 }
 
 impl ConnectionSlot {
-    async fn open(client: redis::Client) -> Result<ConnectionSlot, StoreError> {
-        let manager = ConnectionManager::new_with_config(client.clone(), manager_config())
-            .await
-            .map_err(unavailable)?;
+    async fn open(address: RedisAddress) -> Result<ConnectionSlot, StoreError> {
+        let manager = manager_for(&address).await.map_err(unavailable)?;
         Ok(ConnectionSlot {
-            client,
+            address,
             current: RwLock::new(Generation { number: 0, manager }),
             rebuilding: AtomicBool::new(false),
         })
@@ -148,7 +147,7 @@ impl ConnectionSlot {
         }
         let slot = Arc::clone(self);
         tokio::spawn(async move {
-            match ConnectionManager::new_with_config(slot.client.clone(), manager_config()).await {
+            match manager_for(&slot.address).await {
                 Ok(manager) => {
                     let number = failed + 1;
                     *slot.current.write().unwrap_or_else(PoisonError::into_inner) =
@@ -164,6 +163,11 @@ impl ConnectionSlot {
     }
 }
 
+/// A manager on the server to use now (after a failover, the new primary).
+async fn manager_for(address: &RedisAddress) -> RedisResult<ConnectionManager> {
+    ConnectionManager::new_with_config(address.client().await?, manager_config()).await
+}
+
 /// What every command of the store runs on: the manager current when it was
 /// taken, which it reports to its slot when it fails.
 #[derive(Clone)]
@@ -175,7 +179,9 @@ struct Connection {
 impl Connection {
     fn check<T>(&self, reply: &RedisResult<T>) {
         if let Err(error) = reply {
-            if error.is_io_error() {
+            // A former primary that came back as a replica refuses writes:
+            // the primary is asked for again, like after a lost connection.
+            if error.is_io_error() || error.kind() == redis::ErrorKind::ReadOnly {
                 self.slot.replace(self.generation.number);
             }
         }
@@ -221,10 +227,10 @@ impl RedisStore {
         prefix: &str,
         limits: JobLimits,
     ) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url.expose_secret())
+        let address = RedisAddress::parse(url.expose_secret())
             .map_err(|_| StoreError::Unavailable("CD_REDIS_URL is not a valid Redis URL".into()))?;
         Ok(RedisStore {
-            slot: Arc::new(ConnectionSlot::open(client).await?),
+            slot: Arc::new(ConnectionSlot::open(address).await?),
             prefix: prefix.to_owned(),
             limits,
             scripts: Scripts::load(),

@@ -10,13 +10,53 @@ use super::free_port;
 pub struct RedisServer {
     pub port: u16,
     child: Option<Child>,
+    /// Arguments after the port and persistence ones (a replica's
+    /// `--replicaof`), or a Sentinel's config file.
+    extra: Vec<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        RedisServer::start_with(Vec::new())
+    }
+
+    /// A replica of `primary`.
+    pub fn replica_of(primary: &RedisServer) -> RedisServer {
+        RedisServer::start_with(vec![
+            "--replicaof".into(),
+            "127.0.0.1".into(),
+            primary.port.to_string(),
+        ])
+    }
+
+    /// A Sentinel watching `primary` as `main`, with two more needed to
+    /// agree (quorum 2) and a 1 s down-after; its config lives in `dir`.
+    pub fn sentinel(primary: &RedisServer, dir: &std::path::Path) -> RedisServer {
+        let port = free_port();
+        let config = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &config,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor main 127.0.0.1 {} 2\n\
+                 sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 5000\n",
+                primary.port
+            ),
+        )
+        .expect("the sentinel's config is written");
+        let mut server = RedisServer {
+            port,
+            child: None,
+            extra: vec![config.display().to_string(), "--sentinel".into()],
+        };
+        server.restart();
+        server
+    }
+
+    fn start_with(extra: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             port: free_port(),
             child: None,
+            extra,
         };
         server.restart();
         server
@@ -28,9 +68,23 @@ impl RedisServer {
 
     /// Starts (again) on the same port.
     pub fn restart(&mut self) {
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "yes"])
+        let mut command = Command::new("redis-server");
+        if self.extra.last().map(String::as_str) == Some("--sentinel") {
+            command.args(&self.extra);
+        } else {
+            command
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args([
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--protected-mode",
+                    "yes",
+                ])
+                .args(&self.extra);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
