@@ -210,6 +210,7 @@ def main():
         ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
          "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
+        cwd=work,
     )
     wait_port(redis_port, 10)
     names = ["a", "b", "c"]

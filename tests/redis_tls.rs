@@ -115,6 +115,7 @@ impl TlsRedis {
                 "no",
             ])
             .args(["--save", "", "--appendonly", "no"])
+            .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

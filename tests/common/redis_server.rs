@@ -13,6 +13,10 @@ pub struct RedisServer {
     /// Arguments after the port and persistence ones (a replica's
     /// `--replicaof`), or a Sentinel's config file.
     extra: Vec<String>,
+    /// The server's working directory: a replica writes the primary's
+    /// snapshot there, and a server loads any `dump.rdb` it finds there, so
+    /// it is never the tests' own.
+    dir: tempfile::TempDir,
 }
 
 impl RedisServer {
@@ -47,6 +51,7 @@ impl RedisServer {
             port,
             child: None,
             extra: vec![config.display().to_string(), "--sentinel".into()],
+            dir: tempfile::tempdir().expect("a dir for redis-server"),
         };
         server.restart();
         server
@@ -57,6 +62,7 @@ impl RedisServer {
             port: free_port(),
             child: None,
             extra,
+            dir: tempfile::tempdir().expect("a dir for redis-server"),
         };
         server.restart();
         server
@@ -85,6 +91,7 @@ impl RedisServer {
                 .args(&self.extra);
         }
         let child = command
+            .current_dir(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
