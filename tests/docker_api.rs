@@ -97,6 +97,7 @@ fn spec(inventory: &str) -> LaunchSpec {
 fn record() -> LaunchRecord {
     LaunchRecord::Docker {
         container_id: CONTAINER_ID.to_owned(),
+        followed_until: None,
     }
 }
 
@@ -191,10 +192,12 @@ async fn mount_wait(server: &MockServer, body: Value) {
 }
 
 /// Everything `wait` sent to the output sink, once the launcher let it go.
-async fn collected(mut output: tokio::sync::mpsc::UnboundedReceiver<String>) -> String {
+async fn collected(
+    mut output: tokio::sync::mpsc::UnboundedReceiver<enac_cd::launch::OutputChunk>,
+) -> String {
     let mut text = String::new();
     while let Some(chunk) = output.recv().await {
-        text.push_str(&chunk);
+        text.push_str(&chunk.text);
     }
     text
 }
@@ -713,6 +716,47 @@ async fn wait_after_a_restart_asks_only_for_logs_since_now() {
         .parse()
         .expect("since is a number");
     assert!(since >= before, "since={since}, before={before}");
+}
+
+#[tokio::test]
+async fn wait_after_a_take_over_resumes_after_the_last_saved_line() {
+    let server = engine().await;
+    mount_wait(&server, json!({"StatusCode": 0})).await;
+    let mut body = frame(1, b"2026-11-29T10:00:00.100000000Z line 1\n");
+    body.extend(frame(1, b"2026-11-29T10:00:00.200000000Z line 2\n"));
+    body.extend(frame(1, b"2026-11-29T10:00:00.300000000Z line 3\n"));
+    mount_logs(&server, body, "application/vnd.docker.raw-stream").await;
+    let launcher = launcher(&server, config(DockerPull::Never));
+    let (sink, mut output) = tokio::sync::mpsc::unbounded_channel();
+    let saved = LaunchRecord::Docker {
+        container_id: CONTAINER_ID.to_owned(),
+        followed_until: Some("2026-11-29T10:00:00.200000000Z".to_owned()),
+    };
+
+    launcher
+        .wait(&saved, sink, true)
+        .await
+        .expect("the container exits");
+
+    let mut chunks = Vec::new();
+    while let Some(chunk) = output.recv().await {
+        chunks.push(chunk);
+    }
+    assert_eq!(
+        chunks,
+        [enac_cd::launch::OutputChunk {
+            text: "line 3\n".to_owned(),
+            followed_until: Some("2026-11-29T10:00:00.300000000Z".to_owned()),
+        }],
+        "the lines saved before are skipped, the stamps are not output"
+    );
+    let logs = requests_to(&server, "GET", "/logs").await;
+    assert_eq!(query(&logs[0], "timestamps").as_deref(), Some("true"));
+    assert_eq!(
+        query(&logs[0], "since").as_deref(),
+        Some("1795946400"),
+        "the engine is asked from the saved line's second on"
+    );
 }
 
 #[tokio::test]

@@ -373,6 +373,49 @@ async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_res
 }
 
 #[tokio::test]
+async fn a_container_followed_again_after_a_kill_9_loses_no_line_and_doubles_none() {
+    let Some(_turn) =
+        engine_turn("a_container_followed_again_after_a_kill_9_loses_no_line_and_doubles_none")
+            .await
+    else {
+        return;
+    };
+    let inventory = unique_inventory("count-30");
+    let containers = JobContainers::for_inventories(&[&inventory]);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let addr = free_addr();
+    let env = docker_service_env(data_dir.path(), addr);
+    let mut service = ServiceProcess::start(&env, addr);
+    let app = DeploymentClient {
+        addr,
+        id: "app-follow",
+    };
+    app.register(&inventory).await;
+    let job = job_id(&app.deploy().await);
+    containers.track_job(&job);
+    eventually("the first lines to be followed", DEADLINE, || async {
+        let status = app.status(&job).await;
+        output(&status).contains("line 3\n").then_some(())
+    })
+    .await;
+
+    // Lines printed while no service follows the container must not be lost
+    // when the next one follows it again, nor the saved ones doubled.
+    service.kill_hard();
+    // The container prints about five lines while no service runs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _service = ServiceProcess::start(&env, addr);
+    let done = app.wait_status(&job, &["success", "error"], DEADLINE).await;
+    assert_eq!(done["status"], "success", "{done}");
+    let lines: Vec<&str> = output(&done)
+        .lines()
+        .filter(|line| line.starts_with("line "))
+        .collect();
+    let expected: Vec<String> = (1..=30).map(|n| format!("line {n}")).collect();
+    assert_eq!(lines, expected, "{done}");
+}
+
+#[tokio::test]
 async fn a_container_that_exits_while_the_service_is_down_ends_its_job_from_the_exit_code() {
     let Some(_turn) = engine_turn(
         "a_container_that_exits_while_the_service_is_down_ends_its_job_from_the_exit_code",

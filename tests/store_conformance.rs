@@ -1127,6 +1127,43 @@ async fn claim_launch_succeeds_once(backend: Backend) {
     assert_eq!(harness.job(&unknown).await, None, "a claim created a job");
 }
 
+/// Followed output and how far it reaches are saved in one step.
+async fn followed_output_saves_its_position_with_it(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let job = harness.started("inv").await;
+    let at = |position: &str| LaunchRecord::Docker {
+        container_id: "c0ffee".into(),
+        followed_until: Some(position.into()),
+    };
+    let first = at("2026-11-29T10:00:00.000000001Z").to_data();
+    assert!(harness
+        .store
+        .append_output(&job.id, "line 1\n", Some(&first))
+        .await
+        .expect("append"));
+    let stored = harness.existing(&job.id).await;
+    assert_eq!(
+        (stored.output.as_str(), stored.launch),
+        ("line 1\n", Some(first.clone()))
+    );
+    // Without a position the record stays as it is.
+    assert!(harness
+        .store
+        .append_output(&job.id, "line 2\n", None)
+        .await
+        .expect("append"));
+    assert_eq!(harness.existing(&job.id).await.launch, Some(first));
+    // A final job takes neither output nor position.
+    harness.set_status(&job.id, JobStatus::Success).await;
+    let late = at("2026-11-29T10:00:09.000000000Z").to_data();
+    assert!(!harness
+        .store
+        .append_output(&job.id, "x", Some(&late))
+        .await
+        .expect("append"));
+    assert_ne!(harness.existing(&job.id).await.launch, Some(late));
+}
+
 /// Leases: an instance is live while it renews its lease, and not after it
 /// lapses or is given up.
 async fn leases_hold_until_they_lapse_or_are_given_up(backend: Backend) {
@@ -1567,7 +1604,7 @@ async fn followed_output_is_appended_to_open_jobs_only(backend: Backend) {
     let max = TRUNCATION_MARKER.len() + 40;
     let harness = Harness::open(backend, limits_with(|l| l.max_output = max)).await;
     let job = harness.started("inv").await;
-    let append = |text: &'static str| harness.store.append_output(&job.id, text);
+    let append = |text: &'static str| harness.store.append_output(&job.id, text, None);
     assert!(append("line 1\n").await.expect("append"));
     assert!(append("lïne 2\n").await.expect("append"));
     let open = harness.existing(&job.id).await;
@@ -1591,7 +1628,7 @@ async fn followed_output_is_appended_to_open_jobs_only(backend: Backend) {
     assert_eq!(harness.existing(&job.id).await.output, expected);
     assert!(!harness
         .store
-        .append_output("01UNKNOWNJOB", "x")
+        .append_output("01UNKNOWNJOB", "x", None)
         .await
         .expect("append"));
     assert_eq!(
@@ -1736,6 +1773,7 @@ conformance! {
         promote_queued_after_a_lapsed_lock,
         claim_launch_succeeds_once,
         leases_hold_until_they_lapse_or_are_given_up,
+        followed_output_saves_its_position_with_it,
         take_over_moves_a_claim_once,
         record_launch_is_kept_on_the_job_only,
         open_jobs_lists_jobs_not_yet_final,

@@ -12,7 +12,9 @@ use tracing::{error, info, warn};
 
 use super::{TokenKind, TokenSigner};
 use crate::domain::{now_ms, Job, JobStatus, Lifetimes, NewJob, OnBusy, Trigger};
-use crate::launch::{Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, Presence};
+use crate::launch::{
+    Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputChunk, Presence,
+};
 use crate::metrics::{JobLabels, Metrics, TriggerLabels};
 use crate::store::{JobUpdate, OutputChange, StartOutcome, Store, StoreError, UpdateOutcome};
 
@@ -139,20 +141,46 @@ where
     }
 }
 
-/// Appends what a launcher follows of a program's output to its job; while
-/// the store is away, what comes meanwhile is saved with it once it is back.
-async fn pump_output(store: Arc<dyn Store>, job_id: String, mut output: UnboundedReceiver<String>) {
-    while let Some(mut chunk) = output.recv().await {
-        tokio::time::sleep(OUTPUT_BATCH).await;
-        while let Ok(more) = output.try_recv() {
-            chunk.push_str(&more);
+/// Output gathered for one store write, and how far in the program's log
+/// it reaches.
+#[derive(Default)]
+struct OutputBatch {
+    text: String,
+    followed_until: Option<String>,
+}
+
+impl OutputBatch {
+    fn add(&mut self, chunk: OutputChunk) {
+        self.text.push_str(&chunk.text);
+        if chunk.followed_until.is_some() {
+            self.followed_until = chunk.followed_until;
         }
+    }
+}
+
+/// Appends what a launcher follows of a program's output to its job, with
+/// the position it reaches in the launch record, in one store step; while
+/// the store is away, what comes meanwhile is saved with it once it is back.
+async fn pump_output(
+    store: Arc<dyn Store>,
+    job_id: String,
+    record: LaunchRecord,
+    mut output: UnboundedReceiver<OutputChunk>,
+) {
+    while let Some(first) = output.recv().await {
+        tokio::time::sleep(OUTPUT_BATCH).await;
+        let mut batch = OutputBatch::default();
+        batch.add(first);
         until_saved(&job_id, "program output", || {
             while let Ok(more) = output.try_recv() {
-                chunk.push_str(&more);
+                batch.add(more);
             }
-            let (store, job_id, text) = (Arc::clone(&store), job_id.clone(), chunk.clone());
-            async move { store.append_output(&job_id, &text).await }
+            let launch = batch
+                .followed_until
+                .clone()
+                .map(|position| record.followed_until(Some(position)).to_data());
+            let (store, job_id, text) = (Arc::clone(&store), job_id.clone(), batch.text.clone());
+            async move { store.append_output(&job_id, &text, launch.as_ref()).await }
         })
         .await;
     }
@@ -451,7 +479,12 @@ impl Lifecycle {
         resumed: bool,
     ) {
         let (sink, output) = tokio::sync::mpsc::unbounded_channel();
-        let pump = tokio::spawn(pump_output(Arc::clone(&self.store), job_id.clone(), output));
+        let pump = tokio::spawn(pump_output(
+            Arc::clone(&self.store),
+            job_id.clone(),
+            record.clone(),
+            output,
+        ));
         let wait = self.launcher.wait(&record, sink, resumed);
         tokio::pin!(wait);
         tokio::select! {

@@ -20,7 +20,8 @@ use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
 use super::{
-    Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputSink, Presence,
+    Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputChunk, OutputSink,
+    Presence,
 };
 use crate::domain::unix_now;
 
@@ -191,33 +192,50 @@ impl DockerLauncher {
         }
     }
 
-    /// Sends the container's output to `sink` until the container stops.
+    /// Sends the container's output to `sink` until the container stops,
+    /// each chunk with its log timestamp; lines at or before `after` (the
+    /// last one saved by an earlier follower) are skipped.
     fn follow_logs(
         &self,
         docker: Docker,
         id: String,
         sink: OutputSink,
-        since: i64,
+        after: Option<String>,
     ) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
+            // Whole seconds narrow what the engine sends; the stamps do the rest.
+            let since = after.as_deref().and_then(seconds_of).unwrap_or(0);
             let options = LogsOptions {
                 follow: true,
                 stdout: true,
                 stderr: true,
-                since: since as i32,
+                timestamps: true,
+                since: i32::try_from(since).unwrap_or(0),
                 ..Default::default()
             };
             let mut logs = docker.logs(&id, Some(options));
             let mut text = Utf8Chunks::default();
             while let Some(Ok(chunk)) = logs.next().await {
-                let decoded = text.push(&chunk.into_bytes());
-                if !decoded.is_empty() && sink.send(decoded).is_err() {
+                let bytes = chunk.into_bytes();
+                let (stamp, line) = split_timestamp(&bytes);
+                if stamp.is_some_and(|stamp| after.as_deref().is_some_and(|after| stamp <= after)) {
+                    continue;
+                }
+                let decoded = text.push(line);
+                let chunk = OutputChunk {
+                    text: decoded,
+                    followed_until: stamp.map(str::to_owned),
+                };
+                if !chunk.text.is_empty() && sink.send(chunk).is_err() {
                     return;
                 }
             }
             let rest = text.finish();
             if !rest.is_empty() {
-                let _ = sink.send(rest);
+                let _ = sink.send(OutputChunk {
+                    text: rest,
+                    followed_until: None,
+                });
             }
         })
     }
@@ -237,6 +255,67 @@ impl DockerLauncher {
         }
         tail.push_str(&text.finish());
         tail
+    }
+}
+
+/// Now, as Docker stamps log lines (UTC, nanoseconds, fixed width).
+fn now_stamp() -> String {
+    stamp_of(unix_now())
+}
+
+/// `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SS.000000000Z`.
+fn stamp_of(seconds: i64) -> String {
+    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000000Z",
+        second_of_day / 3600,
+        second_of_day % 3600 / 60,
+        second_of_day % 60
+    )
+}
+
+/// The whole seconds since the epoch of a stamp like [`stamp_of`]'s.
+fn seconds_of(stamp: &str) -> Option<i64> {
+    let number = |range: std::ops::Range<usize>| stamp.get(range)?.parse::<i64>().ok();
+    let (year, month, day) = (number(0..4)?, number(5..7)?, number(8..10)?);
+    let (hour, minute, second) = (number(11..13)?, number(14..16)?, number(17..19)?);
+    // Days since 1970-01-01 from a civil date (Howard Hinnant's algorithm).
+    let year = year - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// A log frame asked for with timestamps: `2026-11-29T23:57:22.123456789Z text`.
+/// Docker writes them in a fixed-width form, so they compare as text.
+fn split_timestamp(frame: &[u8]) -> (Option<&str>, &[u8]) {
+    let Some(space) = frame.iter().position(|byte| *byte == b' ') else {
+        return (None, frame);
+    };
+    match std::str::from_utf8(&frame[..space]) {
+        Ok(stamp) if stamp.len() >= 20 && stamp.as_bytes()[4] == b'-' && stamp.ends_with('Z') => {
+            (Some(stamp), &frame[space + 1..])
+        }
+        _ => (None, frame),
     }
 }
 
@@ -271,7 +350,7 @@ impl Utf8Chunks {
 
 fn container_id(record: &LaunchRecord) -> Result<&str, LaunchError> {
     match record {
-        LaunchRecord::Docker { container_id } => Ok(container_id),
+        LaunchRecord::Docker { container_id, .. } => Ok(container_id),
         _ => Err(LaunchError::Foreign),
     }
 }
@@ -294,6 +373,7 @@ impl Launcher for DockerLauncher {
             })?;
         let record = LaunchRecord::Docker {
             container_id: created.id.clone(),
+            followed_until: None,
         };
         if let Err(error) = docker
             .start_container(
@@ -319,8 +399,17 @@ impl Launcher for DockerLauncher {
     ) -> Result<ExitReport, LaunchError> {
         let id = container_id(record)?.to_owned();
         let docker = self.docker().await?.clone();
-        let since = if resumed { unix_now() } else { 0 };
-        let mut follower = self.follow_logs(docker.clone(), id.clone(), output, since);
+        // Taken over: the lines saved by the follower before are skipped;
+        // a record without a position (an older service's) resumes from now.
+        let after = match record {
+            LaunchRecord::Docker {
+                followed_until: Some(position),
+                ..
+            } if resumed => Some(position.clone()),
+            _ if resumed => Some(now_stamp()),
+            _ => None,
+        };
+        let mut follower = self.follow_logs(docker.clone(), id.clone(), output, after);
         let mut waiting =
             docker.wait_container(&id, None::<bollard::query_parameters::WaitContainerOptions>);
         let exit = match waiting.next().await {
@@ -437,6 +526,7 @@ impl Launcher for DockerLauncher {
                     job_id,
                     LaunchRecord::Docker {
                         container_id: container.id?,
+                        followed_until: None,
                     },
                 ))
             })
@@ -455,6 +545,43 @@ impl Launcher for DockerLauncher {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn log_stamps_are_dockers_fixed_width_utc() {
+        assert_eq!(super::stamp_of(0), "1970-01-01T00:00:00.000000000Z");
+        assert_eq!(
+            super::stamp_of(1_796_000_000),
+            "2026-11-30T00:53:20.000000000Z"
+        );
+        assert_eq!(
+            super::stamp_of(951_782_400),
+            "2000-02-29T00:00:00.000000000Z"
+        );
+    }
+
+    #[test]
+    fn stamps_read_back_as_seconds() {
+        for seconds in [0, 951_782_400, 1_796_000_000, 4_102_444_799] {
+            let stamp = super::stamp_of(seconds);
+            assert_eq!(super::seconds_of(&stamp), Some(seconds), "{stamp}");
+        }
+        assert_eq!(
+            super::seconds_of("2026-11-29T23:57:22.123456789Z"),
+            Some(1_795_996_642)
+        );
+        assert_eq!(super::seconds_of("not a stamp"), None);
+    }
+
+    #[test]
+    fn a_timestamped_frame_splits_into_stamp_and_line() {
+        let (stamp, line) = super::split_timestamp(b"2026-11-29T23:57:22.123456789Z line 1\n");
+        assert_eq!(stamp, Some("2026-11-29T23:57:22.123456789Z"));
+        assert_eq!(line, b"line 1\n");
+        assert_eq!(
+            super::split_timestamp(b"no stamp here\n"),
+            (None, &b"no stamp here\n"[..])
+        );
+    }
+
     use super::Utf8Chunks;
 
     #[test]

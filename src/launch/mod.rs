@@ -13,7 +13,16 @@ pub use docker::{DockerLauncher, DockerPull};
 pub use process::{is_executable, ProcessLauncher};
 
 /// Where a launcher that can follow a running program's output sends it.
-pub type OutputSink = tokio::sync::mpsc::UnboundedSender<String>;
+pub type OutputSink = tokio::sync::mpsc::UnboundedSender<OutputChunk>;
+
+/// Output followed from a program, and how far it reaches in the program's
+/// log (kept with the output, so that a follower that takes over resumes
+/// there: no line lost, none twice).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputChunk {
+    pub text: String,
+    pub followed_until: Option<String>,
+}
 
 /// Everything a backend needs to start one job's program.
 #[derive(Debug)]
@@ -44,10 +53,25 @@ pub enum LaunchRecord {
     },
     Docker {
         container_id: String,
+        /// The log timestamp (RFC 3339, nanoseconds) of the last line
+        /// saved to the job.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        followed_until: Option<String>,
     },
 }
 
 impl LaunchRecord {
+    /// The record once output up to `position` is saved.
+    pub fn followed_until(&self, position: Option<String>) -> LaunchRecord {
+        match (self, position) {
+            (LaunchRecord::Docker { container_id, .. }, Some(position)) => LaunchRecord::Docker {
+                container_id: container_id.clone(),
+                followed_until: Some(position),
+            },
+            (record, _) => record.clone(),
+        }
+    }
+
     /// As the store keeps it.
     pub fn to_data(&self) -> LaunchData {
         LaunchData(serde_json::to_value(self).unwrap_or(serde_json::Value::Null))

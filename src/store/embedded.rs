@@ -537,11 +537,16 @@ impl Store for EmbeddedStore {
         .await
     }
 
-    async fn append_output(&self, job_id: &str, text: &str) -> Result<bool, StoreError> {
+    async fn append_output(
+        &self,
+        job_id: &str,
+        text: &str,
+        launch: Option<&LaunchData>,
+    ) -> Result<bool, StoreError> {
         if !is_plausible_job_id(job_id) {
             return Ok(false);
         }
-        let (job_id, text) = (job_id.to_owned(), text.to_owned());
+        let (job_id, text, launch) = (job_id.to_owned(), text.to_owned(), launch.cloned());
         self.run(move |db, limits| {
             let mut appended = false;
             write(db, |txn| {
@@ -551,6 +556,9 @@ impl Store for EmbeddedStore {
                         let change = OutputChange::Append(text);
                         stored.job.output =
                             changed_output(&stored.job.output, &change, limits.max_output);
+                        if launch.is_some() {
+                            stored.job.launch = launch;
+                        }
                         write_job(&mut jobs, &stored)?;
                         appended = true;
                     }

@@ -179,8 +179,15 @@ pub trait Store: Send + Sync + 'static {
         update: &JobUpdate,
     ) -> Result<UpdateOutcome, StoreError>;
     /// Appends to an open job's output (progress followed from a running
-    /// program); false, and nothing changed, for a final or unknown job.
-    async fn append_output(&self, job_id: &str, text: &str) -> Result<bool, StoreError>;
+    /// program), and with `launch` replaces the launch record in the same
+    /// step (how far the output was followed); false, and nothing changed,
+    /// for a final or unknown job.
+    async fn append_output(
+        &self,
+        job_id: &str,
+        text: &str,
+        launch: Option<&LaunchData>,
+    ) -> Result<bool, StoreError>;
     /// Promotes the inventory's queued job when its lock is free (after a
     /// crash let the lock lapse).
     async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError>;

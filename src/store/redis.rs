@@ -490,10 +490,20 @@ impl Store for RedisStore {
         }
     }
 
-    async fn append_output(&self, job_id: &str, text: &str) -> Result<bool, StoreError> {
+    async fn append_output(
+        &self,
+        job_id: &str,
+        text: &str,
+        launch: Option<&LaunchData>,
+    ) -> Result<bool, StoreError> {
         if !is_plausible_job_id(job_id) {
             return Ok(false);
         }
+        let launch = match launch {
+            Some(data) => serde_json::to_string(data)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+            None => String::new(),
+        };
         let appended: i64 = self
             .scripts
             .append
@@ -502,6 +512,7 @@ impl Store for RedisStore {
             .arg(self.limits.max_output)
             .arg(TRUNCATION_MARKER)
             .arg(now_ms())
+            .arg(launch)
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
