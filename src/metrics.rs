@@ -136,7 +136,9 @@ pub struct ReasonLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
+    /// A known method or `other`.
+    pub method: &'static str,
+    /// A route of the router, or `unmatched`.
     pub route: String,
     pub status: u16,
 }

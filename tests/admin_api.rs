@@ -816,6 +816,32 @@ async fn healthz_and_readyz_answer_200_with_a_live_redis() {
 }
 
 #[tokio::test]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(&redis, &[]).await;
+    let before = metrics_text(&app).await.len();
+    for n in 0..200 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{n}").as_bytes())
+            .expect("a valid method token");
+        let response = app
+            .http
+            .request(method, app.url("/job-status/"))
+            .send()
+            .await
+            .expect("the service answers");
+        assert_eq!(response.status().as_u16(), 405);
+    }
+    let text = metrics_text(&app).await;
+    assert!(!text.contains("MADEUP"), "a made-up method became a label");
+    assert!(text.contains(r#"method="other""#), "{text}");
+    assert!(
+        text.len() < before + 4096,
+        "metrics grew from {before} to {} bytes",
+        text.len()
+    );
+}
+
+#[tokio::test]
 async fn metrics_count_finished_jobs_and_auth_refusals() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis, &[]).await;

@@ -70,7 +70,9 @@ pub fn verify_standard(
         .trim()
         .parse()
         .map_err(|_| SignatureError::Malformed)?;
-    if (now - sent).abs() > TIMESTAMP_TOLERANCE_SECS {
+    // Checked: a timestamp near i64::MIN must not wrap into the window.
+    let skew = now.checked_sub(sent).map(i64::unsigned_abs);
+    if skew.is_none_or(|skew| skew > TIMESTAMP_TOLERANCE_SECS.unsigned_abs()) {
         return Err(SignatureError::Stale);
     }
     let mut mac = HmacSha256::new_from_slice(key).map_err(|_| SignatureError::Mismatch)?;
@@ -211,6 +213,27 @@ mod tests {
             verify_standard(key, None, Some(&now.to_string()), b"{}", Some(&good), now),
             Err(SignatureError::Missing)
         );
+    }
+
+    #[test]
+    fn standard_webhooks_timestamps_at_the_edges_of_i64_are_stale() {
+        let key = b"a key of some length";
+        let now = 1_700_000_000;
+        for sent in [i64::MIN, i64::MIN + 1, -now, i64::MAX] {
+            let signature = sign_standard(key, "msg_1", sent, b"{}");
+            assert_eq!(
+                verify_standard(
+                    key,
+                    Some("msg_1"),
+                    Some(&sent.to_string()),
+                    b"{}",
+                    Some(&signature),
+                    now
+                ),
+                Err(SignatureError::Stale),
+                "sent={sent}"
+            );
+        }
     }
 
     #[test]

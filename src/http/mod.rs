@@ -49,11 +49,21 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("not found")
 }
 
+/// The method as a metric label: a known one, or `other`, so that made-up
+/// methods cannot grow the metrics without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method.as_str())
+        .unwrap_or("other")
+}
+
 /// Records every request's latency by route; logs at debug level without
 /// headers or bodies (they may hold secrets).
 async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
