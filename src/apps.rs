@@ -21,7 +21,7 @@ pub fn authenticate(app: Option<AppRecord>, secret: &str) -> Option<AppRecord> {
     app.filter(|app| matches && app.secret.is_some())
 }
 
-/// Shortest deployment secret accepted.
+/// Shortest deployment secret accepted by default (`CD_MIN_SECRET_LENGTH`).
 pub const MIN_SECRET_LEN: usize = 16;
 const MAX_ID_LEN: usize = 128;
 
@@ -51,7 +51,7 @@ fn is_plain_name(text: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
-fn check_entry(entry: &Value) -> Result<AppRecord, String> {
+fn check_entry(entry: &Value, min_secret_len: usize) -> Result<AppRecord, String> {
     let object = entry.as_object().ok_or("must be an object")?;
     let text = |key: &str| -> Result<String, String> {
         match object.get(key) {
@@ -72,12 +72,13 @@ fn check_entry(entry: &Value) -> Result<AppRecord, String> {
     }
     let secret = match object.get("deployment_secret") {
         None | Some(Value::Null) => None,
-        Some(Value::String(secret)) if secret.chars().count() >= MIN_SECRET_LEN => {
+        Some(Value::String(secret)) if secret.chars().count() >= min_secret_len => {
             Some(SecretDigest::of(secret))
         }
         Some(Value::String(_)) => {
             return Err(format!(
-                "`deployment_secret` must be at least {MIN_SECRET_LEN} characters"
+                "`deployment_secret` must be at least {min_secret_len} characters \
+                 (CD_MIN_SECRET_LENGTH)"
             ))
         }
         Some(_) => return Err("`deployment_secret` must be a string or null".into()),
@@ -90,7 +91,7 @@ fn check_entry(entry: &Value) -> Result<AppRecord, String> {
 }
 
 /// Validates a whole app list; any problem refuses all of it.
-pub fn parse_apps(list: &Value) -> Result<Vec<AppRecord>, Vec<AppProblem>> {
+pub fn parse_apps(list: &Value, min_secret_len: usize) -> Result<Vec<AppRecord>, Vec<AppProblem>> {
     let Some(entries) = list.as_array() else {
         return Err(vec![AppProblem {
             index: 0,
@@ -107,7 +108,7 @@ pub fn parse_apps(list: &Value) -> Result<Vec<AppRecord>, Vec<AppProblem>> {
             .and_then(Value::as_str)
             .filter(|id| !id.is_empty())
             .map(str::to_owned);
-        match check_entry(entry) {
+        match check_entry(entry, min_secret_len) {
             Ok(app) => {
                 if let Some(first) = seen.insert(app.deployment_id.clone(), index) {
                     problems.push(AppProblem {
@@ -138,9 +139,26 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn parse_apps_default(list: &Value) -> Result<Vec<AppRecord>, Vec<AppProblem>> {
+        parse_apps(list, MIN_SECRET_LEN)
+    }
+
+    #[test]
+    fn a_shorter_minimum_accepts_the_seeds_sample_secrets() {
+        let list =
+            json!([{"deployment_id": "app", "inventory": "inv", "deployment_secret": "secret123"}]);
+        let problems = parse_apps_default(&list).expect_err("9 characters under 16");
+        assert!(
+            problems[0].error.contains("CD_MIN_SECRET_LENGTH"),
+            "{}",
+            problems[0]
+        );
+        assert!(parse_apps(&list, 8).is_ok());
+    }
+
     #[test]
     fn a_valid_list_keeps_only_digests() {
-        let apps = parse_apps(&json!([
+        let apps = parse_apps_default(&json!([
             {"deployment_id": "app-one", "inventory": "inv_one", "deployment_secret": "0123456789abcdef"},
             {"deployment_id": "app-two", "inventory": "inv_one", "deployment_secret": null},
             {"deployment_id": "app-three", "inventory": "inv.three"}
@@ -155,7 +173,7 @@ mod tests {
 
     #[test]
     fn every_bad_entry_is_named() {
-        let problems = parse_apps(&json!([
+        let problems = parse_apps_default(&json!([
             {"deployment_id": "", "inventory": "inv"},
             {"deployment_id": "a", "inventory": ""},
             {"deployment_id": "b", "inventory": "inv", "deployment_secret": "short"},
@@ -173,6 +191,6 @@ mod tests {
 
     #[test]
     fn not_a_list_is_refused() {
-        assert!(parse_apps(&json!({"deployment_id": "a"})).is_err());
+        assert!(parse_apps_default(&json!({"deployment_id": "a"})).is_err());
     }
 }

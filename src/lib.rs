@@ -161,7 +161,7 @@ fn read_apps_file(settings: &Settings) -> Result<Option<Vec<AppRecord>>, StartEr
         .map_err(|error| bad(format!("cannot read `{}`: {error}", path.display())))?;
     let list: serde_json::Value = serde_json::from_str(&text)
         .map_err(|error| bad(format!("`{}` is not JSON: {error}", path.display())))?;
-    let apps = apps::parse_apps(&list).map_err(|problems| {
+    let apps = apps::parse_apps(&list, settings.min_secret_length).map_err(|problems| {
         let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
         bad(format!("`{}`: {}", path.display(), listed.join("; ")))
     })?;
@@ -253,6 +253,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         policies,
         metrics,
         max_output: settings.max_output,
+        min_secret_length: settings.min_secret_length,
     })
 }
 

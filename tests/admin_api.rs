@@ -816,6 +816,40 @@ async fn healthz_and_readyz_answer_200_with_a_live_redis() {
 }
 
 #[tokio::test]
+async fn short_secrets_are_refused_naming_the_setting_and_accepted_below_it() {
+    let redis = RedisServer::start();
+    let seed_list =
+        json!([{"deployment_id": "app-1", "inventory": "inv1", "deployment_secret": "secret123"}]);
+    let strict = TestApp::spawn(&redis, &[]).await;
+    let (status, body) = strict.admin_post("/set-available-apps/", &seed_list).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("CD_MIN_SECRET_LENGTH"),
+        "the refusal names the setting: {body}"
+    );
+    assert_eq!(listed_apps(&strict).await, json!([]));
+
+    // The seed's own sample list uses 9-character secrets.
+    let lenient = TestApp::spawn(&redis, &["--min-secret-length=8"]).await;
+    let (status, body) = lenient.admin_post("/set-available-apps/", &seed_list).await;
+    assert_eq!((status, body["count"].as_u64()), (200, Some(1)), "{body}");
+    let (status, body) = lenient
+        .post(
+            "/app-deploy/",
+            &json!({"deployment_id": "app-1", "deployment_secret": "secret123"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("starting")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
 async fn made_up_methods_do_not_grow_the_metrics() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis, &[]).await;

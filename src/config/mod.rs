@@ -91,6 +91,16 @@ pub struct Settings {
     #[arg(long, env = "CD_PUBLIC_URL", value_name = "CD_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// Shortest deployment secret `/set-available-apps/` and `CD_APPS_FILE` accept.
+    #[arg(
+        long,
+        env = "CD_MIN_SECRET_LENGTH",
+        value_name = "CD_MIN_SECRET_LENGTH",
+        default_value_t = crate::apps::MIN_SECRET_LEN,
+        value_parser = clap::value_parser!(usize)
+    )]
+    pub min_secret_length: usize,
+
     /// Key for job tokens; unset = generated once and kept in the store.
     #[arg(long, env = "CD_SIGNING_KEY", value_name = "CD_SIGNING_KEY", value_parser = secret, hide_env_values = true)]
     pub signing_key: Option<SecretString>,
@@ -261,6 +271,9 @@ impl Settings {
             if key.expose_secret().len() < 32 {
                 return Err(invalid("CD_SIGNING_KEY", "must be at least 32 characters"));
             }
+        }
+        if self.min_secret_length == 0 {
+            return Err(invalid("CD_MIN_SECRET_LENGTH", "must be at least 1"));
         }
         if self.redis_prefix.is_empty() {
             return Err(invalid("CD_REDIS_PREFIX", "must not be empty"));

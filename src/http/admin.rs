@@ -14,7 +14,7 @@ pub async fn set_available_apps(
     State(state): State<AppState>,
     JsonBody(list): JsonBody<Value>,
 ) -> Result<Json<Value>, ApiError> {
-    let apps = parse_apps(&list).map_err(ApiError::InvalidApps)?;
+    let apps = parse_apps(&list, state.min_secret_length).map_err(ApiError::InvalidApps)?;
     state.store.replace_apps(&apps).await?;
     tracing::info!(count = apps.len(), "app list replaced");
     Ok(Json(json!({"status": "ok", "count": apps.len()})))

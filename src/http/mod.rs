@@ -42,6 +42,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// `CD_MAX_OUTPUT`: a callback may carry at most about this much output.
     pub max_output: usize,
+    /// `CD_MIN_SECRET_LENGTH`: the shortest deployment secret accepted.
+    pub min_secret_length: usize,
     pub policies: Policies,
 }
 
