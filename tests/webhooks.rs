@@ -364,6 +364,45 @@ async fn a_replayed_github_delivery_id_is_a_duplicate_and_starts_no_second_job()
 }
 
 #[tokio::test]
+async fn a_delivery_id_is_deduplicated_per_repository_not_across_tenants() {
+    let app = spawn(&[("tenant-a", "ok-tenant-a"), ("tenant-b", "ok-tenant-b")]).await;
+    let dir = tempfile::tempdir().expect("a policy dir");
+    for (tenant, repository) in [("tenant-a", 111), ("tenant-b", 222)] {
+        std::fs::write(
+            dir.path().join(format!("{tenant}.toml")),
+            format!(
+                "deployment_id = \"{tenant}\"\n[[webhook]]\nprovider = \"github\"\n\
+                 secret_env = \"SECRET_{repository}\"\nevents = [\"push\"]\n\
+                 [webhook.match]\n\"/repository/id\" = {repository}\n"
+            ),
+        )
+        .expect("policy written");
+    }
+    let secret = |name: &str| Some(format!("{name}-0123456789abcdef"));
+    app.state
+        .policies
+        .replace(enac_cd::policy::load_dir_with(dir.path(), &secret).expect("the policies load"));
+    let push_to = |repository: u64, delivery_id: &str| {
+        Delivery::sample("github-push.json", |body| {
+            body["repository"]["id"] = json!(repository);
+            body["after"] = json!(format!("{repository:040}"));
+        })
+        .set("X-GitHub-Delivery", delivery_id)
+        .github_signed(&format!("SECRET_{repository}-0123456789abcdef"))
+    };
+
+    let (status, body) = push_to(111, "shared-delivery-id").to_github(&app).await;
+    accepted_job(status, &body, "tenant-a", "starting");
+    // Tenant B's delivery under the same id (learnt, or by chance) deploys.
+    let (status, body) = push_to(222, "shared-delivery-id").to_github(&app).await;
+    accepted_job(status, &body, "tenant-b", "starting");
+    // Within one repository the id still deduplicates.
+    let (status, body) = push_to(111, "shared-delivery-id").to_github(&app).await;
+    assert_eq!((status, body), (200, json!({"status": "duplicate"})));
+    assert_eq!(app.jobs_started().await, 2);
+}
+
+#[tokio::test]
 async fn the_same_body_under_a_new_delivery_id_is_a_duplicate() {
     let app = spawn(APPS).await;
     let delivery = push(|_| {});

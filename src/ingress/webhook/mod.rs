@@ -91,6 +91,8 @@ pub struct VerifiedDelivery {
     pub event: String,
     pub delivery_id: Option<String>,
     pub body_digest: String,
+    /// The repository or project id the delivery was verified for.
+    pub source_id: String,
     pub payload: Value,
     policies: Arc<PolicySet>,
     /// (policy, rule) indices whose secret verified the delivery.
@@ -114,12 +116,14 @@ impl VerifiedDelivery {
         }
     }
 
-    /// The keys a replay of this delivery would find remembered.
+    /// The keys a replay of this delivery would find remembered, scoped to
+    /// the provider and the repository or project: a tenant who learns
+    /// another's delivery id cannot suppress that delivery.
     fn dedupe_keys(&self) -> Vec<String> {
-        let provider = self.provider.provider().as_str();
-        let mut keys = vec![format!("{provider}-body:{}", self.body_digest)];
+        let scope = format!("{}:{}", self.provider.provider().as_str(), self.source_id);
+        let mut keys = vec![format!("{scope}-body:{}", self.body_digest)];
         if let Some(id) = &self.delivery_id {
-            keys.push(format!("{provider}-delivery:{id}"));
+            keys.push(format!("{scope}-delivery:{id}"));
         }
         keys.extend(self.provider.dedupe_key(&self.event, &self.payload));
         keys
@@ -197,6 +201,10 @@ pub fn verify(
         event,
         delivery_id: provider.delivery_id(headers),
         body_digest: hex::encode(Sha256::digest(body)),
+        source_id: match &id {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        },
         payload,
         policies,
         verified,
