@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod launch;
 pub mod metrics;
 pub mod policy;
+pub mod private_files;
 pub mod store;
 pub mod telemetry;
 pub mod units;

@@ -215,3 +215,52 @@ async fn the_readme_quick_start_deploys_the_example_app() {
         "{stdout}"
     );
 }
+
+#[tokio::test]
+async fn the_store_file_and_job_logs_are_readable_by_the_service_user_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &std::path::Path| {
+        std::fs::metadata(path)
+            .unwrap_or_else(|error| panic!("{}: {error}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    let root = tempfile::tempdir().expect("temp dir");
+    let data_dir = root.path().join("data");
+    // Left world-readable by an older version or a careless copy.
+    std::fs::create_dir(&data_dir).expect("data dir");
+    std::fs::set_permissions(&data_dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    let store_file = data_dir.join("enac-cd.redb");
+    std::fs::write(&store_file, b"").expect("empty store file");
+    std::fs::set_permissions(&store_file, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+
+    let addr = free_addr();
+    let _service = ServiceProcess::start(&serve_env_at(&Backend::Embedded, &data_dir, addr), addr);
+    let app = DeploymentClient {
+        addr,
+        id: "app-one",
+    };
+    app.register("sleep-2-modes").await;
+    let job_id = job_id_of(&app.deploy().await);
+    app.wait_status(&job_id, &["running"], DEADLINE).await;
+
+    assert_eq!(mode(&data_dir), 0o700, "the data dir");
+    assert_eq!(
+        mode(&store_file),
+        0o600,
+        "the store file, which holds the signing key"
+    );
+    // The running job's log, which holds everything its program printed.
+    let logs = data_dir.join("job-logs");
+    assert_eq!(mode(&logs), 0o700, "the job logs dir");
+    let files: Vec<_> = std::fs::read_dir(&logs)
+        .expect("job logs")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    assert!(!files.is_empty(), "the running job has a log file");
+    for path in files {
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    app.wait_status(&job_id, &["success", "error"], DEADLINE).await;
+}

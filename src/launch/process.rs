@@ -125,9 +125,11 @@ fn exit_of(status: std::process::ExitStatus) -> Exit {
 #[async_trait]
 impl Launcher for ProcessLauncher {
     async fn launch(&self, spec: &LaunchSpec) -> Result<LaunchRecord, LaunchError> {
-        std::fs::create_dir_all(&self.log_dir).map_err(|error| self.start_error(error))?;
+        crate::private_files::private_dir(&self.log_dir)
+            .map_err(|error| self.start_error(error))?;
         let log = self.log_dir.join(format!("{}.log", spec.job_id));
-        let stdout = File::create(&log).map_err(|error| self.start_error(error))?;
+        let stdout = crate::private_files::create_private_file(&log)
+            .map_err(|error| self.start_error(error))?;
         let stderr = stdout
             .try_clone()
             .map_err(|error| self.start_error(error))?;
@@ -259,7 +261,7 @@ impl Launcher for ProcessLauncher {
                 self.program.display()
             )));
         }
-        std::fs::create_dir_all(&self.log_dir).map_err(|error| {
+        crate::private_files::private_dir(&self.log_dir).map_err(|error| {
             LaunchError::Unavailable(format!("{}: {error}", self.log_dir.display()))
         })
     }

@@ -297,10 +297,13 @@ impl StoreFile {
 impl EmbeddedStore {
     /// Opens (or creates) the store file; refuses a file another process holds.
     pub fn open(path: &Path, limits: JobLimits) -> Result<EmbeddedStore, StoreError> {
+        // The file holds the generated signing key: the service user's alone.
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)
+            crate::private_files::private_dir(dir)
                 .map_err(|error| StoreError::Unavailable(format!("{}: {error}", dir.display())))?;
         }
+        crate::private_files::ensure_private_file(path)
+            .map_err(|error| StoreError::Unavailable(format!("{}: {error}", path.display())))?;
         let db = open_database(path)?;
         let file = StoreFile {
             path: path.to_owned(),
