@@ -262,5 +262,6 @@ async fn the_store_file_and_job_logs_are_readable_by_the_service_user_only() {
     for path in files {
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
-    app.wait_status(&job_id, &["success", "error"], DEADLINE).await;
+    app.wait_status(&job_id, &["success", "error"], DEADLINE)
+        .await;
 }
