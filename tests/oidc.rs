@@ -513,6 +513,83 @@ async fn a_token_for_another_audience_is_refused() {
 }
 
 #[tokio::test]
+async fn a_token_whose_aud_is_not_our_audience_alone_is_refused() {
+    let setup = GithubSetup::start().await;
+    for aud in [
+        json!([AUDIENCE, "https://github.com/epfl-enac"]),
+        json!(["https://github.com/epfl-enac", AUDIENCE]),
+        json!([AUDIENCE, AUDIENCE]),
+        json!([]),
+        json!(7),
+    ] {
+        let token = setup.key.sign(&with(setup.claims(), "aud", aud));
+        setup.refused(&token, "`aud`").await;
+    }
+    // Our audience alone, as a one-element list, is accepted.
+    let token = setup
+        .key
+        .sign(&with(setup.claims(), "aud", json!([AUDIENCE])));
+    setup.service.deploy_ok(&token, &json!({})).await;
+    assert_eq!(setup.service.app.jobs_started().await, 1);
+}
+
+#[tokio::test]
+async fn time_claims_outside_the_years_2000_to_2200_are_refused_naming_the_claim() {
+    let setup = GithubSetup::start().await;
+    let cases = [
+        // `exp - iat` wrapped around and passed max_lifetime.
+        ("iat", json!(i64::MIN)),
+        ("iat", json!(-1)),
+        ("iat", json!(0)),
+        ("iat", json!(946_684_799)),
+        // The `jti` would be remembered for a wrapped-around lifetime.
+        ("exp", json!(9_200_000_000_000_000_i64)),
+        ("exp", json!(7_258_118_401_i64)),
+        ("exp", json!(u64::MAX)),
+        ("nbf", json!(i64::MIN)),
+        ("nbf", json!(-600)),
+    ];
+    for (claim, value) in cases {
+        let token = setup.key.sign(&with(setup.claims(), claim, value.clone()));
+        let error = setup.refused(&token, &format!("`{claim}`")).await;
+        assert!(!error.contains("lifetime"), "{claim} = {value}: {error}");
+    }
+    // The bounds themselves are valid times; the service still serves.
+    let token = setup
+        .key
+        .sign(&with(setup.claims(), "nbf", json!(946_684_800)));
+    setup.service.deploy_ok(&token, &json!({})).await;
+    assert_eq!(setup.service.app.jobs_started().await, 1);
+}
+
+#[tokio::test]
+async fn time_claims_that_are_not_integers_are_refused() {
+    let setup = GithubSetup::start().await;
+    let now = unix_now();
+    let cases = [
+        // A string `nbf` used to be ignored, as if absent.
+        ("nbf", json!((now + 3600).to_string())),
+        ("nbf", json!((now - 600).to_string())),
+        ("nbf", json!(now as f64 - 600.5)),
+        ("nbf", json!(true)),
+        ("nbf", json!(null)),
+        ("iat", json!(now.to_string())),
+        ("iat", json!(now as f64 + 0.5)),
+        ("exp", json!((now + 300).to_string())),
+        ("exp", json!(now as f64 + 300.5)),
+    ];
+    for (claim, value) in cases {
+        let token = setup.key.sign(&with(setup.claims(), claim, value));
+        setup.refused(&token, &format!("`{claim}`")).await;
+    }
+    // A list where a number belongs does not even parse as claims.
+    let token = setup
+        .key
+        .sign(&with(setup.claims(), "exp", json!([now + 300])));
+    setup.refused(&token, "malformed").await;
+}
+
+#[tokio::test]
 async fn a_token_of_an_unconfigured_issuer_is_refused() {
     let setup = GithubSetup::start().await;
     // Same key and kid as the configured issuer: the kid is looked up only
@@ -848,6 +925,48 @@ async fn a_burst_of_unknown_kids_fetches_the_jwks_at_most_once() {
         "no refetch within the cooldown"
     );
     assert_eq!(service.app.jobs_started().await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn tokens_for_an_issuer_that_never_answered_share_one_failed_fetch() {
+    let key = SigningKey::rsa(0, "silent-a");
+    let issuer = FakeIssuer::serving("github", &[&key]).await;
+    // The JWKS never comes within the service's fetch timeout (5 s).
+    issuer.slow_jwks(Duration::from_secs(30));
+    let service = Service::start(
+        vec![issuer.config(AUDIENCE, &["RS256"])],
+        &[("app-one.toml", GITHUB_POLICY)],
+        &[("app-one", "ok-one")],
+    )
+    .await;
+    let tokens: Vec<String> = (0..4)
+        .map(|_| key.sign(&github_claims(&issuer.iss(), AUDIENCE)))
+        .collect();
+
+    let started = std::time::Instant::now();
+    let empty = json!({});
+    let answers = futures::future::join_all(
+        tokens
+            .iter()
+            .map(|token| service.deploy_with(token, &empty)),
+    )
+    .await;
+    let took = started.elapsed();
+
+    for (status, body) in answers {
+        assert_eq!(status, 401, "{body}");
+        assert!(
+            body["error"].as_str().unwrap_or("").contains("keys"),
+            "{body}"
+        );
+    }
+    assert_eq!(issuer.jwks_hits().await, 1, "one fetch for the burst");
+    assert_eq!(issuer.fetches().await, 1, "one discovery for the burst");
+    assert!(
+        took < Duration::from_secs(9),
+        "all answered within about one fetch timeout, not one each: {took:?}"
+    );
+    assert_eq!(service.app.jobs_started().await, 0);
 }
 
 #[tokio::test]

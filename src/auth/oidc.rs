@@ -3,7 +3,8 @@
 //! looked up by `kid` in that issuer's JWKS, and every claim check named in
 //! the refusal (never the expected value).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,13 @@ const FIRST_FETCH_RETRY: Duration = Duration::from_secs(5);
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// A JWKS or discovery document larger than this is refused.
 const FETCH_LIMIT: usize = 256 * 1024;
+/// Time claims must fall in the years 2000–2200 (Unix seconds): anything
+/// else is a forged or broken token, and the bound keeps every later sum,
+/// difference and conversion to milliseconds far from overflow.
+const EARLIEST_TIME: i64 = 946_684_800;
+const LATEST_TIME: i64 = 7_258_118_400;
+/// `leeway` absorbs clock skew; more than this is a configuration mistake.
+const MAX_LEEWAY: Duration = Duration::from_secs(3600);
 
 /// An `[[issuer]]` of the config file, as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -123,8 +131,15 @@ impl Issuer {
             None => Ok(default),
             Some(text) => parse_duration(&text).map_err(|error| format!("{}: {error}", at(key))),
         };
+        let leeway = duration("leeway", raw.leeway, Duration::from_secs(30))?;
+        if leeway > MAX_LEEWAY {
+            return Err(format!(
+                "{} is at most 1h (it absorbs clock skew)",
+                at("leeway")
+            ));
+        }
         Ok(Issuer {
-            leeway: duration("leeway", raw.leeway, Duration::from_secs(30))?,
+            leeway,
             max_lifetime: duration("max_lifetime", raw.max_lifetime, Duration::from_secs(3600))?,
             name,
             iss: raw.iss,
@@ -158,10 +173,12 @@ pub enum OidcError {
     Expired,
     #[error("not yet valid (`nbf`)")]
     NotYetValid,
-    #[error("audience does not match")]
+    #[error("audience (`aud`) does not match")]
     Audience,
     #[error("claim `{0}` is missing")]
     MissingClaim(String),
+    #[error("claim `{0}` is not an integer within the years 2000-2200")]
+    TimeClaim(&'static str),
     #[error("lifetime (`exp` - `iat`) too long")]
     Lifetime,
     #[error("issued in the future (`iat`)")]
@@ -193,6 +210,9 @@ impl OidcError {
                 "jti" => "oidc_claim_jti",
                 _ => "oidc_claim",
             },
+            OidcError::TimeClaim("exp") => "oidc_claim_exp",
+            OidcError::TimeClaim("iat") => "oidc_claim_iat",
+            OidcError::TimeClaim(_) => "oidc_claim_nbf",
             OidcError::Lifetime => "oidc_lifetime",
             OidcError::IssuedInFuture => "oidc_iat",
         }
@@ -241,11 +261,69 @@ impl VerifiedToken {
     }
 }
 
+/// A time claim: absent, or an integer (a JSON number without fraction)
+/// within [`EARLIEST_TIME`]..=[`LATEST_TIME`].
+fn time_claim(claims: &Value, name: &'static str) -> Result<Option<i64>, OidcError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(value) => value
+            .as_i64()
+            .filter(|time| (EARLIEST_TIME..=LATEST_TIME).contains(time))
+            .map(Some)
+            .ok_or(OidcError::TimeClaim(name)),
+    }
+}
+
+/// The claims of a token whose signature holds, checked at `now` (Unix
+/// seconds); returns until when the token is accepted (`exp` + leeway).
+fn check_claims(claims: &Value, issuer: &Issuer, now: i64) -> Result<i64, OidcError> {
+    let required = |name: &'static str| {
+        time_claim(claims, name)?.ok_or_else(|| OidcError::MissingClaim(name.to_owned()))
+    };
+    let (exp, iat, nbf) = (
+        required("exp")?,
+        required("iat")?,
+        time_claim(claims, "nbf")?,
+    );
+    // Our audience alone: a token also meant for others could be replayed
+    // to them, or by them to us.
+    match claims.get("aud") {
+        None => return Err(OidcError::MissingClaim("aud".into())),
+        Some(Value::String(aud)) if *aud == issuer.audience => {}
+        Some(Value::Array(list)) if matches!(list.as_slice(), [Value::String(aud)] if *aud == issuer.audience) =>
+            {}
+        Some(_) => return Err(OidcError::Audience),
+    }
+    let leeway = i64::try_from(issuer.leeway.as_secs()).map_err(|_| OidcError::Expired)?;
+    let accepted_until = exp.checked_add(leeway).ok_or(OidcError::Expired)?;
+    if accepted_until < now {
+        return Err(OidcError::Expired);
+    }
+    let latest_start = now.checked_add(leeway).ok_or(OidcError::NotYetValid)?;
+    if nbf.is_some_and(|nbf| nbf > latest_start) {
+        return Err(OidcError::NotYetValid);
+    }
+    let max_lifetime = i64::try_from(issuer.max_lifetime.as_secs()).unwrap_or(i64::MAX);
+    if exp
+        .checked_sub(iat)
+        .is_none_or(|lifetime| lifetime > max_lifetime)
+    {
+        return Err(OidcError::Lifetime);
+    }
+    if iat > latest_start {
+        return Err(OidcError::IssuedInFuture);
+    }
+    Ok(accepted_until)
+}
+
 struct IssuerKeys {
     issuer: Issuer,
     keys: RwLock<Arc<HashMap<String, DecodingKey>>>,
-    /// When the last fetch started; the lock also merges concurrent refetches.
+    /// When the last fetch ended; the lock also merges concurrent refetches.
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Fetches ended so far: a request that waited for the lock while one
+    /// ran takes that fetch's answer instead of starting its own.
+    fetches: AtomicU64,
 }
 
 /// Verifies tokens of the configured issuers; keys are fetched lazily.
@@ -276,6 +354,7 @@ impl OidcVerifier {
                     issuer,
                     keys: RwLock::new(Arc::new(HashMap::new())),
                     last_fetch: tokio::sync::Mutex::new(None),
+                    fetches: AtomicU64::new(0),
                 })
                 .collect(),
             http,
@@ -337,23 +416,22 @@ impl OidcVerifier {
         }
         let key = self.key(keys, kid).await?;
 
+        // jsonwebtoken checks the signature, the algorithm and `iss`; the
+        // audience and time claims are checked below, where their types,
+        // ranges and arithmetic are ours to decide.
         let mut validation = Validation::new(algorithm);
         validation.algorithms = vec![algorithm];
-        validation.leeway = issuer.leeway.as_secs();
-        validation.validate_nbf = true;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims = HashSet::new();
         validation.set_issuer(&[&issuer.iss]);
-        validation.set_audience(&[&issuer.audience]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
         let claims = jsonwebtoken::decode::<Value>(token, &key, &validation)
             .map_err(|error| {
                 use jsonwebtoken::errors::ErrorKind;
                 match error.into_kind() {
-                    ErrorKind::ExpiredSignature => OidcError::Expired,
-                    ErrorKind::ImmatureSignature => OidcError::NotYetValid,
-                    ErrorKind::InvalidAudience => OidcError::Audience,
                     ErrorKind::InvalidIssuer => OidcError::Issuer,
                     ErrorKind::InvalidSignature => OidcError::Signature,
-                    ErrorKind::MissingRequiredClaim(claim) => OidcError::MissingClaim(claim),
                     ErrorKind::InvalidAlgorithm | ErrorKind::InvalidKeyFormat => {
                         OidcError::Algorithm
                     }
@@ -361,24 +439,12 @@ impl OidcVerifier {
                 }
             })?
             .claims;
-        let number = |name: &str| {
-            claims
-                .get(name)
-                .and_then(Value::as_i64)
-                .ok_or_else(|| OidcError::MissingClaim(name.to_owned()))
-        };
-        let (exp, iat) = (number("exp")?, number("iat")?);
-        if exp - iat > issuer.max_lifetime.as_secs() as i64 {
-            return Err(OidcError::Lifetime);
-        }
-        if iat > unix_now() + issuer.leeway.as_secs() as i64 {
-            return Err(OidcError::IssuedInFuture);
-        }
+        let accepted_until = check_claims(&claims, issuer, unix_now())?;
         Ok(VerifiedToken {
             issuer: issuer.name.clone(),
             jti: claims.get("jti").and_then(Value::as_str).map(str::to_owned),
             claims,
-            accepted_until: exp + issuer.leeway.as_secs() as i64,
+            accepted_until,
         })
     }
 
@@ -388,9 +454,15 @@ impl OidcVerifier {
         if let Some(key) = self.cached(keys, kid) {
             return Ok(key);
         }
+        let generation = keys.fetches.load(Ordering::Acquire);
         let mut last_fetch = keys.last_fetch.lock().await;
         if let Some(key) = self.cached(keys, kid) {
             return Ok(key);
+        }
+        // A fetch ended while this request waited: its answer, success or
+        // failure, is this request's too (one fetch per burst, not one each).
+        if keys.fetches.load(Ordering::Acquire) != generation {
+            return Err(self.missing(keys));
         }
         let cooldown = if self.has_keys(keys) {
             REFETCH_EVERY
@@ -400,8 +472,12 @@ impl OidcVerifier {
         if last_fetch.is_some_and(|at| at.elapsed() < cooldown) {
             return Err(self.missing(keys));
         }
-        *last_fetch = Some(Instant::now());
-        match self.fetch(&keys.issuer).await {
+        // One deadline for discovery and JWKS together, so a burst waits at
+        // most one timeout.
+        let fetched = tokio::time::timeout(FETCH_TIMEOUT, self.fetch(&keys.issuer))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {FETCH_TIMEOUT:?}")));
+        match fetched {
             Ok(fetched) if !fetched.is_empty() => {
                 *keys
                     .keys
@@ -417,6 +493,9 @@ impl OidcVerifier {
                 tracing::warn!(issuer = %keys.issuer.name, %error, "cannot fetch issuer keys; keeping the old keys")
             }
         }
+        // Spaced from the end: a slow failing issuer is not asked again at once.
+        *last_fetch = Some(Instant::now());
+        keys.fetches.fetch_add(1, Ordering::Release);
         self.cached(keys, kid).ok_or_else(|| self.missing(keys))
     }
 
@@ -550,6 +629,34 @@ mod tests {
         assert_eq!(issuer.algorithms, vec![Algorithm::ES256, Algorithm::RS256]);
         assert_eq!(issuer.leeway, Duration::from_secs(30));
         assert_eq!(issuer.max_lifetime, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn time_claims_are_bounded_and_their_arithmetic_never_wraps() {
+        let mut file = issuer_file("https://gitlab.example.org");
+        file.leeway = Some("2h".into());
+        assert!(Issuer::from_file(file)
+            .expect_err("leeway")
+            .contains("leeway"));
+        let issuer = Issuer::from_file(issuer_file("https://gitlab.example.org")).expect("issuer");
+        let now = 1_700_000_000;
+        let claims =
+            |exp: Value, iat: Value| serde_json::json!({"aud": "enac-cd", "exp": exp, "iat": iat});
+        assert_eq!(
+            check_claims(&claims(now.into(), now.into()), &issuer, now),
+            Ok(now + 30)
+        );
+        for (exp, iat, name) in [
+            (Value::from(now), Value::from(i64::MIN), "iat"),
+            (Value::from(i64::MAX), Value::from(now), "exp"),
+            (Value::from(LATEST_TIME + 1), Value::from(now), "exp"),
+            (Value::from(now), Value::from(EARLIEST_TIME - 1), "iat"),
+        ] {
+            assert_eq!(
+                check_claims(&claims(exp, iat), &issuer, now),
+                Err(OidcError::TimeClaim(name))
+            );
+        }
     }
 
     #[test]
