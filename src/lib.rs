@@ -255,6 +255,12 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         metrics,
         max_output: settings.max_output,
         min_secret_length: settings.min_secret_length,
+        connections: http::server::ConnectionLimits {
+            header_timeout: settings.header_timeout,
+            body_timeout: settings.body_timeout,
+            max_connections: settings.max_connections,
+            drain_timeout: settings.drain_timeout,
+        },
     })
 }
 
@@ -266,9 +272,8 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let lifecycle = Arc::clone(&state.lifecycle);
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    let limits = state.connections;
+    http::server::serve(listener, app(state), limits, shutdown).await?;
     // A job claimed for launch must not be left half-launched.
     lifecycle.finish_launches(Duration::from_secs(30)).await;
     // Its jobs are then adopted at once by the next start or a replica.

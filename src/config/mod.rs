@@ -91,6 +91,28 @@ pub struct Settings {
     #[arg(long, env = "CD_PUBLIC_URL", value_name = "CD_PUBLIC_URL")]
     pub public_url: Option<String>,
 
+    /// A request head (or the next one on a kept-alive connection) must arrive within this.
+    #[arg(long, env = "CD_HEADER_TIMEOUT", value_name = "CD_HEADER_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub header_timeout: Duration,
+
+    /// A request body must arrive within this.
+    #[arg(long, env = "CD_BODY_TIMEOUT", value_name = "CD_BODY_TIMEOUT", value_parser = duration, default_value = "30s")]
+    pub body_timeout: Duration,
+
+    /// HTTP connections open at once; more wait in the listen backlog.
+    #[arg(
+        long,
+        env = "CD_MAX_CONNECTIONS",
+        value_name = "CD_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(usize)
+    )]
+    pub max_connections: usize,
+
+    /// How long a stop (SIGTERM) waits for requests in flight.
+    #[arg(long, env = "CD_DRAIN_TIMEOUT", value_name = "CD_DRAIN_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub drain_timeout: Duration,
+
     /// Shortest deployment secret `/set-available-apps/` and `CD_APPS_FILE` accept.
     #[arg(
         long,
@@ -270,6 +292,17 @@ impl Settings {
         if let Some(key) = &self.signing_key {
             if key.expose_secret().len() < 32 {
                 return Err(invalid("CD_SIGNING_KEY", "must be at least 32 characters"));
+            }
+        }
+        if self.max_connections == 0 {
+            return Err(invalid("CD_MAX_CONNECTIONS", "must be at least 1"));
+        }
+        for (setting, value) in [
+            ("CD_HEADER_TIMEOUT", self.header_timeout),
+            ("CD_BODY_TIMEOUT", self.body_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(invalid(setting, "must be more than 0s"));
             }
         }
         if self.min_secret_length == 0 {

@@ -6,6 +6,7 @@ mod error;
 mod extract;
 mod legacy;
 mod ops;
+pub mod server;
 mod webhooks;
 
 use std::sync::Arc;
@@ -44,6 +45,8 @@ pub struct AppState {
     pub max_output: usize,
     /// `CD_MIN_SECRET_LENGTH`: the shortest deployment secret accepted.
     pub min_secret_length: usize,
+    /// Timeouts and the cap of the HTTP connections.
+    pub connections: server::ConnectionLimits,
     pub policies: Policies,
 }
 
