@@ -276,7 +276,7 @@ fn time_claim(claims: &Value, name: &'static str) -> Result<Option<i64>, OidcErr
 
 /// The claims of a token whose signature holds, checked at `now` (Unix
 /// seconds); returns until when the token is accepted (`exp` + leeway).
-fn check_claims(claims: &Value, issuer: &Issuer, now: i64) -> Result<i64, OidcError> {
+pub fn check_claims(claims: &Value, issuer: &Issuer, now: i64) -> Result<i64, OidcError> {
     let required = |name: &'static str| {
         time_claim(claims, name)?.ok_or_else(|| OidcError::MissingClaim(name.to_owned()))
     };

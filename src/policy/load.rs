@@ -290,8 +290,14 @@ fn oidc_rule(file: &Path, index: usize, raw: OidcRuleFile) -> Result<OidcRule, P
 fn load_file(env: EnvLookup, path: &Path) -> Result<Policy, PolicyError> {
     let text = std::fs::read_to_string(path)
         .map_err(|error| refuse(path, format!("cannot read: {error}")))?;
+    parse_policy(&text, path, env)
+}
+
+/// One policy file's text, checked as a load checks it (`path` only names
+/// it in errors; secrets are looked up through `env`).
+pub fn parse_policy(text: &str, path: &Path, env: EnvLookup) -> Result<Policy, PolicyError> {
     let raw: PolicyFile =
-        toml::from_str(&text).map_err(|error| refuse(path, error.message().to_owned()))?;
+        toml::from_str(text).map_err(|error| refuse(path, error.message().to_owned()))?;
     if raw.deployment_id.trim().is_empty() {
         return Err(refuse(path, "`deployment_id` is empty"));
     }

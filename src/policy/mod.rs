@@ -9,7 +9,7 @@ mod rules;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-pub use load::{load_dir, load_dir_with, EnvLookup, PolicyError};
+pub use load::{load_dir, load_dir_with, parse_policy, EnvLookup, PolicyError};
 pub use rules::{Mismatch, OidcRule, Provider, WebhookRule};
 
 use crate::domain::OnBusy;
