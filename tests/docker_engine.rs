@@ -319,6 +319,45 @@ fn docker_service_env(data_dir: &Path, addr: SocketAddr) -> Vec<(&'static str, S
     ]
 }
 
+/// The service as its own process on the engine, with one job deployed
+/// for a fresh inventory of `behaviour`.
+struct DockerJob {
+    service: ServiceProcess,
+    env: Vec<(&'static str, String)>,
+    addr: SocketAddr,
+    app: DeploymentClient,
+    job: String,
+    containers: JobContainers,
+    _data_dir: tempfile::TempDir,
+}
+
+impl DockerJob {
+    async fn start(behaviour: &str, deployment_id: &'static str) -> DockerJob {
+        let inventory = unique_inventory(behaviour);
+        let containers = JobContainers::for_inventories(&[&inventory]);
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let addr = free_addr();
+        let env = docker_service_env(data_dir.path(), addr);
+        let service = ServiceProcess::start(&env, addr);
+        let app = DeploymentClient {
+            addr,
+            id: deployment_id,
+        };
+        app.register(&inventory).await;
+        let job = job_id(&app.deploy().await);
+        containers.track_job(&job);
+        DockerJob {
+            service,
+            env,
+            addr,
+            app,
+            job,
+            containers,
+            _data_dir: data_dir,
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_restart() {
     let Some(_turn) =
@@ -327,20 +366,15 @@ async fn a_job_running_across_a_kill_9_of_the_service_ends_success_after_the_res
     else {
         return;
     };
-    let inventory = unique_inventory("sleep-4");
-    let containers = JobContainers::for_inventories(&[&inventory]);
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr = free_addr();
-    let env = docker_service_env(data_dir.path(), addr);
-    let mut service = ServiceProcess::start(&env, addr);
-    let app = DeploymentClient {
+    let DockerJob {
+        mut service,
+        env,
         addr,
-        id: "app-restart",
-    };
-    app.register(&inventory).await;
-
-    let job = job_id(&app.deploy().await);
-    containers.track_job(&job);
+        app,
+        job,
+        containers,
+        _data_dir,
+    } = DockerJob::start("sleep-4", "app-restart").await;
     app.wait_status(&job, &["running"], DEADLINE).await;
     let container = job_container(&job, DEADLINE).await;
     service.kill_hard();
@@ -380,19 +414,15 @@ async fn a_container_followed_again_after_a_kill_9_loses_no_line_and_doubles_non
     else {
         return;
     };
-    let inventory = unique_inventory("count-30");
-    let containers = JobContainers::for_inventories(&[&inventory]);
-    let data_dir = tempfile::tempdir().expect("temp dir");
-    let addr = free_addr();
-    let env = docker_service_env(data_dir.path(), addr);
-    let mut service = ServiceProcess::start(&env, addr);
-    let app = DeploymentClient {
+    let DockerJob {
+        mut service,
+        env,
         addr,
-        id: "app-follow",
-    };
-    app.register(&inventory).await;
-    let job = job_id(&app.deploy().await);
-    containers.track_job(&job);
+        app,
+        job,
+        containers: _containers,
+        _data_dir,
+    } = DockerJob::start("count-30", "app-follow").await;
     eventually("the first lines to be followed", DEADLINE, || async {
         let status = app.status(&job).await;
         output(&status).contains("line 3\n").then_some(())
