@@ -3,6 +3,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use enac_cd::client::healthcheck::{healthcheck, HealthcheckArgs};
 use enac_cd::client::{deploy, DeployArgs};
 use enac_cd::config::{merge_config_file, Settings};
 
@@ -23,6 +24,8 @@ enum Command {
     /// Validate policy files, or explain which deployments a delivery or token matches.
     #[command(subcommand)]
     Policy(PolicyCommand),
+    /// Ask a running service whether it is ready (exit 0) or not (exit 1), for a container's HEALTHCHECK.
+    Healthcheck(HealthcheckArgs),
 }
 
 #[derive(Subcommand)]
@@ -180,6 +183,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Policy(command) => policy(command),
+        Command::Healthcheck(args) => ExitCode::from(runtime.block_on(healthcheck(args)) as u8),
         Command::Deploy(args) => {
             let code = runtime.block_on(deploy(args));
             ExitCode::from(code as u8)

@@ -243,10 +243,16 @@ async fn launch_creates_the_container_with_command_environment_labels_binds_and_
             "enac-cd.deployment-id": "app-one",
         })
     );
+    // Mounts, not binds: the engine refuses a missing host path instead of
+    // creating it as an empty root-owned directory.
     assert_eq!(
-        body["HostConfig"]["Binds"],
-        json!(["/srv/inventories:/inventories:ro", "/srv/keys:/keys"])
+        body["HostConfig"]["Mounts"],
+        json!([
+            {"Source": "/srv/inventories", "Target": "/inventories", "Type": "bind", "ReadOnly": true},
+            {"Source": "/srv/keys", "Target": "/keys", "Type": "bind", "ReadOnly": false},
+        ])
     );
+    assert!(body["HostConfig"].get("Binds").is_none(), "{body}");
     assert_eq!(body["HostConfig"]["NetworkMode"], "host");
 
     // Started after it was created, exactly once.
@@ -289,7 +295,7 @@ async fn launch_without_binds_or_network_leaves_them_to_the_engine() {
 
     let created = requests_to(&server, "POST", "/containers/create").await;
     let body: Value = created[0].body_json().expect("a JSON create body");
-    assert!(body["HostConfig"].get("Binds").is_none(), "{body}");
+    assert!(body["HostConfig"].get("Mounts").is_none(), "{body}");
     assert!(body["HostConfig"].get("NetworkMode").is_none(), "{body}");
 }
 

@@ -222,7 +222,11 @@ async fn a_running_container_carries_the_job_labels_command_environment_and_sett
         "a callback token: {env:?}"
     );
     assert_eq!(inspected["HostConfig"]["NetworkMode"], "host");
-    assert_eq!(inspected["HostConfig"]["Binds"], json!([bind]));
+    let mount = &inspected["Mounts"][0];
+    assert_eq!(mount["Type"], "bind", "{inspected}");
+    assert_eq!(mount["Source"], bound.path().display().to_string());
+    assert_eq!(mount["Destination"], "/cd-bind");
+    assert_eq!(mount["RW"], false, "{inspected}");
 
     let done = app.wait_final("app-labels", &job, DEADLINE).await;
     assert_eq!(done["status"], "success", "{done}");
@@ -264,6 +268,44 @@ async fn a_missing_image_with_pull_never_fails_the_job_and_releases_the_lock() {
     assert_eq!(
         app.wait_final("app-noimage", &next, DEADLINE).await["status"],
         "error"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_bind_source_fails_the_job_naming_it_and_creates_nothing() {
+    let Some(_turn) =
+        engine_turn("a_missing_bind_source_fails_the_job_naming_it_and_creates_nothing").await
+    else {
+        return;
+    };
+    let inventory = unique_inventory("ok");
+    let _containers = JobContainers::for_inventories(&[&inventory]);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let missing = dir.path().join("vault-password");
+    let bind = format!("{}:/opt/root/.vault:ro", missing.display());
+    let app = docker_app(&[&format!("--docker-binds={bind}")]).await;
+    app.set_apps(&[("app-nobind", &inventory)]).await;
+
+    let job = job_id(&app.deploy("app-nobind").await);
+    let done = app.wait_final("app-nobind", &job, DEADLINE).await;
+
+    assert_eq!(done["status"], "error", "{done}");
+    assert!(
+        output(&done).contains(&format!(
+            "the bind source {} of CD_DOCKER_BINDS does not exist",
+            missing.display()
+        )),
+        "{done}"
+    );
+    assert!(
+        !missing.exists(),
+        "the engine did not create the missing path as a directory"
+    );
+    assert!(
+        docker_containers(&format!("enac-cd.inventory={inventory}"))
+            .await
+            .is_empty(),
+        "no container was left"
     );
 }
 

@@ -1,6 +1,8 @@
 //! `enac-cd deploy`: starts a deployment and follows its job, with the exit
 //! codes of the deployed GitHub Action (0 success, 1 error, 2 timeout).
 
+pub mod healthcheck;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 

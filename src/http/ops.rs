@@ -27,7 +27,7 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
     if let Err(error) = &launcher {
         tracing::warn!(%error, "not ready: launcher");
-        problems.push(format!("launcher: {error}"));
+        problems.push(error.to_string());
     }
     if problems.is_empty() {
         (

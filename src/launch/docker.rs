@@ -9,16 +9,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bollard::auth::DockerCredentials;
 use bollard::errors::Error as DockerError;
-use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::models::{ContainerCreateBody, HostConfig, Mount, MountTypeEnum};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
     LogsOptions, RemoveContainerOptions,
 };
-use bollard::{Docker, API_DEFAULT_VERSION};
+use bollard::Docker;
 use futures::StreamExt;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::sync::OnceCell;
 
+use super::docker_address::EngineAddress;
 use super::{
     Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputChunk, OutputSink,
     Presence,
@@ -56,16 +57,21 @@ pub struct DockerConfig {
     pub request_timeout: Duration,
 }
 
-pub struct DockerLauncher {
-    connection: Docker,
-    /// The connection at the API version the engine speaks, negotiated on
-    /// first use so that an engine down at start does not stop the service.
-    negotiated: OnceCell<Docker>,
-    config: DockerConfig,
+/// How the launcher reaches its engine.
+enum Engine {
+    /// A client made by the caller (tests against a fake engine).
+    Given(Docker),
+    At(EngineAddress),
 }
 
-fn engine_error(error: DockerError) -> LaunchError {
-    LaunchError::Unavailable(format!("docker engine: {error}"))
+pub struct DockerLauncher {
+    engine: Engine,
+    /// The connection at the API version the engine speaks, made on first
+    /// use and tried again until it succeeds, so that an engine that is
+    /// down or absent at start (whatever its address) does not stop the
+    /// service: `/readyz` answers 503 and launches fail with the reason.
+    negotiated: OnceCell<Docker>,
+    config: DockerConfig,
 }
 
 fn is_not_found(error: &DockerError) -> bool {
@@ -80,24 +86,21 @@ fn is_not_found(error: &DockerError) -> bool {
 
 impl DockerLauncher {
     /// A launcher for `CD_DOCKER_HOST` (unix://, tcp:// or http://), or
-    /// Docker's defaults (`DOCKER_HOST`, then the local socket).
+    /// Docker's defaults (`DOCKER_HOST`, then the local socket). Only an
+    /// address of another form is refused; the engine is not asked yet.
     pub fn connect(config: DockerConfig) -> Result<DockerLauncher, LaunchError> {
-        let timeout = config.request_timeout.as_secs();
-        let connection = match config.host.as_deref() {
-            Some(host) if host.starts_with("unix://") => {
-                Docker::connect_with_unix(host, timeout, API_DEFAULT_VERSION)
-            }
-            Some(host) => Docker::connect_with_http(host, timeout, API_DEFAULT_VERSION),
-            None => Docker::connect_with_local_defaults()
-                .map(|docker| docker.with_timeout(config.request_timeout)),
-        }
-        .map_err(engine_error)?;
-        Ok(DockerLauncher::with_connection(connection, config))
+        let address =
+            EngineAddress::resolve(config.host.as_deref()).map_err(LaunchError::Unavailable)?;
+        Ok(DockerLauncher {
+            engine: Engine::At(address),
+            negotiated: OnceCell::new(),
+            config,
+        })
     }
 
     pub fn with_connection(connection: Docker, config: DockerConfig) -> DockerLauncher {
         DockerLauncher {
-            connection,
+            engine: Engine::Given(connection),
             negotiated: OnceCell::new(),
             config,
         }
@@ -106,13 +109,53 @@ impl DockerLauncher {
     async fn docker(&self) -> Result<&Docker, LaunchError> {
         self.negotiated
             .get_or_try_init(|| async {
-                self.connection
-                    .clone()
+                let connection = match &self.engine {
+                    Engine::Given(connection) => connection.clone(),
+                    Engine::At(address) => address
+                        .connect(self.config.request_timeout.as_secs())
+                        .map_err(|reason| {
+                        LaunchError::Unavailable(format!("docker engine: {reason}"))
+                    })?,
+                };
+                connection
                     .negotiate_version()
                     .await
-                    .map_err(engine_error)
+                    .map_err(|error| self.engine_error(error))
             })
             .await
+    }
+
+    /// What went wrong, in words an operator can act on: a failure to reach
+    /// the socket is explained by opening it ourselves.
+    fn reason(&self, error: &DockerError) -> String {
+        let reached = matches!(error, DockerError::DockerResponseServerError { .. });
+        let diagnosis = match &self.engine {
+            Engine::At(address) if !reached => address.diagnose(),
+            _ => None,
+        };
+        if let Some(diagnosis) = diagnosis {
+            return diagnosis;
+        }
+        if let DockerError::DockerResponseServerError { message, .. } = error {
+            if let Some(path) = message.split("bind source path does not exist: ").nth(1) {
+                return format!(
+                    "the bind source {} of CD_DOCKER_BINDS does not exist on the Docker host",
+                    path.trim()
+                );
+            }
+        }
+        error.to_string()
+    }
+
+    fn engine_error(&self, error: DockerError) -> LaunchError {
+        LaunchError::Unavailable(format!("docker engine: {}", self.reason(&error)))
+    }
+
+    fn start_error(&self, error: DockerError) -> LaunchError {
+        LaunchError::Start {
+            program: self.config.image.clone(),
+            reason: self.reason(&error),
+        }
     }
 
     fn credentials(&self) -> Option<DockerCredentials> {
@@ -138,7 +181,7 @@ impl DockerLauncher {
             DockerPull::Missing => match docker.inspect_image(image).await {
                 Ok(_) => false,
                 Err(error) if is_not_found(&error) => true,
-                Err(error) => return Err(engine_error(error)),
+                Err(error) => return Err(self.engine_error(error)),
             },
         };
         if !pull {
@@ -184,7 +227,13 @@ impl DockerLauncher {
             env: Some(env),
             labels: Some(labels),
             host_config: Some(HostConfig {
-                binds: (!self.config.binds.is_empty()).then(|| self.config.binds.clone()),
+                mounts: (!self.config.binds.is_empty()).then(|| {
+                    self.config
+                        .binds
+                        .iter()
+                        .map(|bind| mount_of(bind))
+                        .collect()
+                }),
                 network_mode: self.config.network.clone(),
                 ..Default::default()
             }),
@@ -348,6 +397,29 @@ impl Utf8Chunks {
     }
 }
 
+/// A `CD_DOCKER_BINDS` entry as a mount: unlike a bind, a mount whose host
+/// path is missing is refused by the engine instead of created as an empty
+/// root-owned directory (where a vault password file was expected).
+fn mount_of(bind: &str) -> Mount {
+    let mut parts = bind.splitn(3, ':');
+    let source = parts.next().unwrap_or_default().to_owned();
+    let target = parts.next().unwrap_or_default().to_owned();
+    let read_only = parts.next() == Some("ro");
+    // `name:/path` is a named volume, as in `docker run -v`.
+    let typ = if source.starts_with('/') {
+        MountTypeEnum::BIND
+    } else {
+        MountTypeEnum::VOLUME
+    };
+    Mount {
+        source: Some(source),
+        target: Some(target),
+        typ: Some(typ),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
 fn container_id(record: &LaunchRecord) -> Result<&str, LaunchError> {
     match record {
         LaunchRecord::Docker { container_id, .. } => Ok(container_id),
@@ -367,10 +439,7 @@ impl Launcher for DockerLauncher {
         let created = docker
             .create_container(Some(options), self.container_body(spec))
             .await
-            .map_err(|error| LaunchError::Start {
-                program: self.config.image.clone(),
-                reason: error.to_string(),
-            })?;
+            .map_err(|error| self.start_error(error))?;
         let record = LaunchRecord::Docker {
             container_id: created.id.clone(),
             followed_until: None,
@@ -383,10 +452,7 @@ impl Launcher for DockerLauncher {
             .await
         {
             self.cleanup(&record).await;
-            return Err(LaunchError::Start {
-                program: self.config.image.clone(),
-                reason: error.to_string(),
-            });
+            return Err(self.start_error(error));
         }
         Ok(record)
     }
@@ -420,7 +486,7 @@ impl Launcher for DockerLauncher {
             }
             Some(Err(error)) => {
                 follower.abort();
-                return Err(engine_error(error));
+                return Err(self.engine_error(error));
             }
             None => Exit::Unknown,
         };
@@ -451,7 +517,7 @@ impl Launcher for DockerLauncher {
                 status_code: 404 | 409,
                 ..
             }) => Ok(()),
-            Err(error) => Err(engine_error(error)),
+            Err(error) => Err(self.engine_error(error)),
         }
     }
 
@@ -467,7 +533,7 @@ impl Launcher for DockerLauncher {
         {
             Ok(inspected) => inspected,
             Err(error) if is_not_found(&error) => return Ok(Presence::Missing),
-            Err(error) => return Err(engine_error(error)),
+            Err(error) => return Err(self.engine_error(error)),
         };
         let state = inspected.state.unwrap_or_default();
         if state.running == Some(true) || state.restarting == Some(true) {
@@ -517,7 +583,7 @@ impl Launcher for DockerLauncher {
         let containers = docker
             .list_containers(Some(options))
             .await
-            .map_err(engine_error)?;
+            .map_err(|error| self.engine_error(error))?;
         Ok(containers
             .into_iter()
             .filter_map(|container| {
@@ -539,7 +605,7 @@ impl Launcher for DockerLauncher {
             .ping()
             .await
             .map(|_| ())
-            .map_err(engine_error)
+            .map_err(|error| self.engine_error(error))
     }
 }
 

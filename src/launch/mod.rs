@@ -1,6 +1,7 @@
 //! Running the ansible program: one trait, one file per backend.
 
 pub mod docker;
+pub mod docker_address;
 pub mod process;
 
 use async_trait::async_trait;
