@@ -30,7 +30,7 @@ use tokio::net::TcpListener;
 
 use crate::access::JobAccess;
 use crate::auth::oidc::OidcVerifier;
-use crate::config::{LauncherKind, Settings};
+use crate::config::{LauncherKind, PrivateCas, Settings};
 pub use crate::http::AppState;
 use crate::ingress::Ingress;
 use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
@@ -38,6 +38,7 @@ use crate::launch::docker::DockerConfig;
 use crate::launch::{DockerLauncher, Launcher, ProcessLauncher};
 use crate::metrics::Metrics;
 use crate::policy::Policies;
+use crate::store::redis::RedisConnectOptions;
 use crate::store::{AppRecord, EmbeddedStore, JobLimits, RedisStore, Store};
 
 /// How long `serve` waits for its store at start.
@@ -60,7 +61,10 @@ pub enum StartError {
     },
 }
 
-async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
+async fn open_store(
+    settings: &Settings,
+    private_cas: Option<&PrivateCas>,
+) -> Result<Arc<dyn Store>, StartError> {
     let limits = JobLimits::new(settings.lifetimes(), settings.max_output);
     let Some(url) = &settings.redis_url else {
         let path = settings.data_dir.join("enac-cd.redb");
@@ -72,10 +76,14 @@ async fn open_store(settings: &Settings) -> Result<Arc<dyn Store>, StartError> {
             }),
         };
     };
+    let options = RedisConnectOptions {
+        password: settings.redis_password.clone(),
+        tls_roots: private_cas.map(PrivateCas::with_system_roots_pem),
+    };
     // Redis may come up just after us (compose): retry for a few seconds.
     let deadline = tokio::time::Instant::now() + STORE_WAIT;
     loop {
-        let attempt = RedisStore::connect(url, &settings.redis_prefix, limits);
+        let attempt = RedisStore::connect_with(url, &options, &settings.redis_prefix, limits);
         let error = match tokio::time::timeout_at(deadline, attempt).await {
             Ok(Ok(store)) => return Ok(Arc::new(store)),
             Ok(Err(error)) => error.to_string(),
@@ -196,8 +204,26 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
             setting: "CD_POLICY_DIR",
             reason: error.to_string(),
         })?;
+    let private_cas = settings
+        .ca_file
+        .as_deref()
+        .map(PrivateCas::load)
+        .transpose()?;
+    let oidc = OidcVerifier::trusting(
+        settings.issuers.clone(),
+        private_cas.as_ref().map_or(&[], PrivateCas::certificates),
+    )
+    .map_err(|error| config::SettingsError {
+        // Without CD_CA_FILE, only the system's trust store can be at fault.
+        setting: if private_cas.is_some() {
+            "CD_CA_FILE"
+        } else {
+            "SSL_CERT_FILE"
+        },
+        reason: format!("no HTTPS client for the OIDC issuers: {error}"),
+    })?;
     let launcher = launcher(settings)?;
-    let store = open_store(settings).await?;
+    let store = open_store(settings, private_cas.as_ref()).await?;
     let key = signing_key(settings, store.as_ref()).await?;
     if let Some(apps) = apps {
         store
@@ -228,7 +254,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     }
     lifecycle.spawn_heartbeat();
     lifecycle.spawn_sweeper();
-    let oidc = Arc::new(OidcVerifier::new(settings.issuers.clone()));
+    let oidc = Arc::new(oidc);
     let access = Arc::new(JobAccess::new(
         Arc::clone(&store),
         lifecycle.tokens().clone(),
@@ -323,7 +349,8 @@ async fn shutdown_signal() {
 }
 
 /// `enac-cd serve`: build, bind, serve.
-pub async fn run(settings: Settings) -> Result<(), StartError> {
+pub async fn run(mut settings: Settings) -> Result<(), StartError> {
+    settings.read_secret_files()?;
     settings.validate()?;
     // Bound first: a taken port is refused before anything is logged.
     let listener =
@@ -340,6 +367,14 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
     if !settings.policy_dir.is_dir() {
         tracing::warn!(dir = %settings.policy_dir.display(),
                        "CD_POLICY_DIR does not exist: no webhook or OIDC policy is loaded");
+    }
+    // An image without ca-certificates trusts nothing: say why key fetches
+    // will fail (a Redis over TLS would have stopped the start already).
+    if !settings.issuers.is_empty()
+        && settings.ca_file.is_none()
+        && rustls_native_certs::load_native_certs().certs.is_empty()
+    {
+        tracing::warn!("the system trust store is empty (no ca-certificates, or SSL_CERT_FILE/SSL_CERT_DIR name none): HTTPS to the OIDC issuers will fail");
     }
     serve(listener, state)
         .await

@@ -41,7 +41,7 @@ async fn a_service_that_is_not_ready_is_unhealthy_with_the_reason() {
     .await;
     let listen = format!("--listen={}", app.addr);
 
-    let not_ready = healthcheck(&[listen.clone()]).await;
+    let not_ready = healthcheck(std::slice::from_ref(&listen)).await;
     let live = healthcheck(&[listen, "--live".to_owned()]).await;
 
     assert_eq!(not_ready.code, Some(1), "{not_ready}");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use common::oidc::{
     b64, github_claims, gitlab_claims, hmac_key, rsa_material, with, without, FakeIssuer,
     SigningKey,
 };
+use common::tls::{TestCertificates, TlsProxy};
 use common::{eventually, unix_now, Backend, TestApp};
 use enac_cd::auth::oidc::Issuer;
 use enac_cd::domain::TriggerKind;
@@ -78,6 +79,16 @@ impl Service {
         policies: &[(&str, &str)],
         apps: &[(&str, &str)],
     ) -> Service {
+        Service::start_trusting(issuers, policies, apps, None).await
+    }
+
+    /// Like [`Service::start`], with `CD_CA_FILE` set to `ca_file`.
+    async fn start_trusting(
+        issuers: Vec<Issuer>,
+        policies: &[(&str, &str)],
+        apps: &[(&str, &str)],
+        ca_file: Option<PathBuf>,
+    ) -> Service {
         let policy_dir = tempfile::tempdir().expect("policy dir");
         write_policies(policy_dir.path(), policies);
         let mut never_shown: Vec<String> = POLICY_VALUES.iter().map(|v| v.to_string()).collect();
@@ -89,6 +100,7 @@ impl Service {
         let app = TestApp::start(Backend::Embedded, &[], move |settings| {
             settings.issuers = issuers;
             settings.policy_dir = dir;
+            settings.ca_file = ca_file;
         })
         .await;
         app.set_apps(apps).await;
@@ -1055,6 +1067,41 @@ async fn an_issuer_down_at_start_is_asked_again_once_it_is_back() {
     assert_eq!(service.app.jobs_started().await, 1);
 }
 
+// ---------------------------------------------------------------- private CAs
+
+#[tokio::test]
+async fn an_issuer_behind_a_private_ca_is_trusted_with_cd_ca_file_only() {
+    let certificates = TestCertificates::make();
+    let key = SigningKey::rsa(0, "private-ca-a");
+    let issuer = FakeIssuer::serving_https("gitlab", &[&key], &certificates).await;
+    assert!(issuer.iss().starts_with("https://"), "{}", issuer.iss());
+    let start = |ca_file| {
+        Service::start_trusting(
+            vec![issuer.config(AUDIENCE, &["RS256"])],
+            &[("app-gitlab.toml", GITLAB_POLICY)],
+            &[("app-gitlab", "ok-gitlab")],
+            ca_file,
+        )
+    };
+    let token = || key.sign(&gitlab_claims(&issuer.iss(), AUDIENCE));
+
+    // The system's trust store alone does not know the CA: no request
+    // passes the TLS handshake, so there are no keys.
+    let untrusting = start(None).await;
+    untrusting
+        .assert_refused(&token(), &json!({}), "keys")
+        .await;
+    assert_eq!(issuer.fetches().await, 0, "a request passed the handshake");
+
+    let trusting = start(Some(certificates.ca())).await;
+    let token = token();
+    let started = trusting.deploy_ok(&token, &json!({})).await;
+    let job_id = started["job_id"].as_str().expect("a job id");
+    trusting.wait_success(&token, job_id).await;
+    // Discovery and the JWKS both came over HTTPS.
+    assert_eq!((issuer.fetches().await, issuer.jwks_hits().await), (1, 1));
+}
+
 // ---------------------------------------------------------------- the binary
 
 /// The `enac-cd` binary with `args`, `envs`, and none of the CI variables
@@ -1274,4 +1321,48 @@ async fn policy_explain_names_the_deployment_a_token_matches() {
         unmatched.stdout.contains("`ref` has another value"),
         "{unmatched}"
     );
+}
+
+#[tokio::test]
+async fn the_client_trusts_the_ca_that_ssl_cert_file_names() {
+    let (_github, _, gitlab, key, service) = client_setup().await;
+    let certificates = TestCertificates::make();
+    let https = TlsProxy::start(&certificates, service.app.addr.port()).await;
+    let deploy = |envs: Vec<(&'static str, String)>| {
+        let url = https.url();
+        async move {
+            let envs: Vec<(&str, &str)> = envs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            enac_cd(
+                &[
+                    "deploy",
+                    "--url",
+                    &url,
+                    "--oidc-token-env",
+                    "GL_TOKEN",
+                    "--interval",
+                    "1",
+                ],
+                &envs,
+            )
+            .await
+        }
+    };
+    let token = || key.sign(&gitlab_claims(&gitlab.iss(), CLIENT_AUDIENCE));
+
+    let refused = deploy(vec![("GL_TOKEN", token())]).await;
+    assert_eq!(refused.code, Some(1), "{refused}");
+    assert!(refused.stdout.contains("certificate"), "{refused}");
+    assert_eq!(service.app.jobs_started().await, 0);
+
+    let trusted = deploy(vec![
+        ("GL_TOKEN", token()),
+        ("SSL_CERT_FILE", certificates.ca().display().to_string()),
+    ])
+    .await;
+    assert_eq!(trusted.code, Some(0), "{trusted}");
+    assert!(
+        trusted.stdout.contains("finished successfully"),
+        "{trusted}"
+    );
+    assert_eq!(service.app.jobs_started().await, 1);
 }

@@ -1,87 +1,17 @@
 //! Redis over TLS (`rediss://`): a real `redis-server` with a TLS port and a
 //! certificate from a CA made here, trusted through `SSL_CERT_FILE` (the
-//! system trust store's override), as an operator with a private CA would.
+//! system trust store's override) or `CD_CA_FILE` (added to it), as an
+//! operator with a private CA would.
 
 mod common;
 
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::tls::TestCertificates;
 use common::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let status = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .expect(
-            "\n*** openssl is needed to make the test's certificates (apt-get install openssl)\n",
-        );
-    assert!(status.success(), "openssl {args:?} failed");
-}
-
-/// A CA, and a certificate for 127.0.0.1 signed by it.
-fn make_certificates(dir: &Path) {
-    openssl(
-        dir,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=enac-cd test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "redis.key",
-            "-out",
-            "redis.csr",
-        ],
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext file");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "redis.csr",
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "redis.pem",
-        ],
-    );
-}
 
 /// `redis-server` answering TLS only, stopped (by PID) on drop.
 struct TlsRedis {
@@ -90,9 +20,9 @@ struct TlsRedis {
 }
 
 impl TlsRedis {
-    fn start(dir: &Path) -> TlsRedis {
+    fn start(certificates: &TestCertificates) -> TlsRedis {
         let port = free_port();
-        let path = |name: &str| dir.join(name).display().to_string();
+        let path = |path: std::path::PathBuf| path.display().to_string();
         let child = Command::new("redis-server")
             .args([
                 "--port",
@@ -104,18 +34,18 @@ impl TlsRedis {
             ])
             .args([
                 "--tls-cert-file",
-                &path("redis.pem"),
+                &path(certificates.server_certificate()),
                 "--tls-key-file",
-                &path("redis.key"),
+                &path(certificates.server_key()),
             ])
             .args([
                 "--tls-ca-cert-file",
-                &path("ca.pem"),
+                &path(certificates.ca()),
                 "--tls-auth-clients",
                 "no",
             ])
             .args(["--save", "", "--appendonly", "no"])
-            .current_dir(dir)
+            .current_dir(certificates.dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -139,23 +69,8 @@ impl Drop for TlsRedis {
     }
 }
 
-#[tokio::test]
-async fn the_service_runs_on_redis_over_tls_with_a_private_ca() {
-    let certs = tempfile::tempdir().expect("a dir for certificates");
-    make_certificates(certs.path());
-    let redis = TlsRedis::start(certs.path());
-    let data_dir = tempfile::tempdir().expect("data dir");
-    let addr = free_addr();
-    let mut env = serve_env_at(&Backend::Embedded, data_dir.path(), addr);
-    env.push((
-        "CD_REDIS_URL",
-        format!("rediss://127.0.0.1:{}/0", redis.port),
-    ));
-    env.push((
-        "SSL_CERT_FILE",
-        certs.path().join("ca.pem").display().to_string(),
-    ));
-    let _service = ServiceProcess::start(&env, addr);
+/// Registers an app on the service at `addr` and deploys it to success.
+async fn assert_deploys(addr: std::net::SocketAddr) {
     let app = DeploymentClient {
         addr,
         id: "app-one",
@@ -169,11 +84,58 @@ async fn the_service_runs_on_redis_over_tls_with_a_private_ca() {
     assert_eq!(done["status"], "success", "{done}");
 }
 
+/// The service's environment for a TLS-only `redis` with nothing trusting
+/// its CA yet.
+fn tls_env(
+    redis: &TlsRedis,
+    data_dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+) -> Vec<(&'static str, String)> {
+    let mut env = serve_env_at(&Backend::Embedded, data_dir, addr);
+    env.push((
+        "CD_REDIS_URL",
+        format!("rediss://127.0.0.1:{}/0", redis.port),
+    ));
+    env
+}
+
+#[tokio::test]
+async fn the_service_runs_on_redis_over_tls_with_a_private_ca() {
+    let certificates = TestCertificates::make();
+    let redis = TlsRedis::start(&certificates);
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let addr = free_addr();
+    let mut env = tls_env(&redis, data_dir.path(), addr);
+    env.push(("SSL_CERT_FILE", certificates.ca().display().to_string()));
+    let _service = ServiceProcess::start(&env, addr);
+    assert_deploys(addr).await;
+}
+
+#[tokio::test]
+async fn cd_ca_file_adds_a_private_ca_for_redis_over_tls() {
+    let certificates = TestCertificates::make();
+    let redis = TlsRedis::start(&certificates);
+    let data_dir = tempfile::tempdir().expect("data dir");
+    let addr = free_addr();
+    let mut env = tls_env(&redis, data_dir.path(), addr);
+    env.push(("CD_CA_FILE", certificates.ca().display().to_string()));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
+    command
+        .arg("serve")
+        .env("CD_LISTEN", addr.to_string())
+        // The system's trust store stays in use: only CD_CA_FILE names the CA.
+        .env_remove("SSL_CERT_FILE")
+        .env_remove("SSL_CERT_DIR")
+        .envs(env);
+    let log = data_dir.path().join("service.log");
+    let _service = ServiceProcess::spawn_logged(command, addr, &log);
+    assert_deploys(addr).await;
+}
+
 #[tokio::test]
 async fn a_server_certificate_from_an_untrusted_ca_is_refused() {
-    let certs = tempfile::tempdir().expect("a dir for certificates");
-    make_certificates(certs.path());
-    let redis = TlsRedis::start(certs.path());
+    let certificates = TestCertificates::make();
+    let redis = TlsRedis::start(&certificates);
     let data_dir = tempfile::tempdir().expect("data dir");
     let output = Command::new(env!("CARGO_BIN_EXE_enac-cd"))
         .arg("serve")
@@ -188,6 +150,7 @@ async fn a_server_certificate_from_an_untrusted_ca_is_refused() {
         )
         // The private CA is not trusted: nothing names it.
         .env("SSL_CERT_FILE", "/nonexistent-ca.pem")
+        .env_remove("CD_CA_FILE")
         .output()
         .expect("enac-cd runs");
     assert!(

@@ -1,17 +1,19 @@
 //! `enac-cd serve`, the real binary: bad settings stop it at start with one
-//! line naming the setting (and never the secret), and settings combine as
-//! file < env < flag (contract §2).
+//! line naming the setting (and never the secret), settings combine as
+//! file < env < flag (contract §2), and secrets come from `_FILE` twins
+//! (contract §8).
 
 mod common;
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    eventually, free_port, serve_env, RedisServer, ServiceProcess, ADMIN_TOKEN, NO_POLICIES,
+    eventually, free_port, job_id_of, serve_env, serve_env_at, Backend, DeploymentClient,
+    RedisServer, ServiceProcess, ADMIN_TOKEN, NO_POLICIES,
 };
 use serde_json::Value;
 
@@ -350,4 +352,290 @@ async fn the_config_file_applies_when_neither_env_nor_flag_is_set() {
         .expect("request sent");
     assert_eq!(response.status(), 200);
     drop(service);
+}
+
+// ---------------------------------------------------------------- secrets from files
+
+/// Writes `content` to `name` in `dir`, readable by its owner only, as a
+/// Docker/compose secret is.
+fn secret_file(dir: &Path, name: &str, content: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(name);
+    std::fs::write(&path, content).expect("secret file written");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+        .expect("secret file made private");
+    path
+}
+
+#[tokio::test]
+async fn an_admin_token_file_ending_in_a_newline_opens_the_admin_endpoints_and_is_never_logged() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let token_file = secret_file(data_dir.path(), "admin-token", &format!("{ADMIN_TOKEN}\n"));
+    let addr = loopback(free_port());
+    let mut envs = serve_env(&redis, data_dir.path());
+    envs.retain(|(name, _)| *name != "CD_ADMIN_TOKEN");
+    envs.push(("CD_ADMIN_TOKEN_FILE", token_file.display().to_string()));
+    envs.push(("CD_LISTEN", addr.to_string()));
+    envs.push(("RUST_LOG", "debug".to_owned()));
+    let log = data_dir.path().join("service.log");
+    let mut service = serving(serve_command(&envs, &[]), addr, &log).await;
+
+    let http = reqwest::Client::new();
+    let apps = format!("http://{addr}/get-available-apps/");
+    let answer = http
+        .get(&apps)
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(answer.status(), 200, "the token without its newline opens");
+    let answer = http
+        .get(&apps)
+        .bearer_auth(format!("{ADMIN_TOKEN}x"))
+        .send()
+        .await
+        .expect("request sent");
+    assert_eq!(answer.status(), 401, "another token is refused");
+
+    service.terminate(QUICKLY);
+    let logged = std::fs::read_to_string(&log).expect("service log read");
+    assert!(logged.contains("enac-cd serving"), "{logged}");
+    assert!(!logged.contains(ADMIN_TOKEN), "token logged:\n{logged}");
+}
+
+#[test]
+fn a_secret_set_both_directly_and_from_a_file_is_refused_naming_both() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let token_file = secret_file(data_dir.path(), "admin-token", "file-token-0123456789\n");
+    // serve_env sets CD_ADMIN_TOKEN too.
+    let line = assert_refused(
+        &redis,
+        data_dir.path(),
+        &[("CD_ADMIN_TOKEN_FILE", &token_file.display().to_string())],
+        "CD_ADMIN_TOKEN_FILE",
+    );
+    assert!(line.contains("CD_ADMIN_TOKEN and"), "{line}");
+    assert!(!line.contains(ADMIN_TOKEN), "token echoed: {line}");
+    assert!(!line.contains("file-token"), "token echoed: {line}");
+}
+
+#[test]
+fn a_missing_or_empty_secret_file_is_refused_naming_the_setting_and_the_path() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let missing = data_dir.path().join("no-such-signing-key");
+    let line = assert_refused(
+        &redis,
+        data_dir.path(),
+        &[("CD_SIGNING_KEY_FILE", &missing.display().to_string())],
+        "CD_SIGNING_KEY_FILE",
+    );
+    assert!(line.contains(&missing.display().to_string()), "{line}");
+
+    let empty = secret_file(data_dir.path(), "registry-password", "\n");
+    let line = assert_refused(
+        &redis,
+        data_dir.path(),
+        &[("CD_REGISTRY_PASSWORD_FILE", &empty.display().to_string())],
+        "CD_REGISTRY_PASSWORD_FILE",
+    );
+    assert!(line.contains(&empty.display().to_string()), "{line}");
+    assert!(line.contains("empty"), "{line}");
+}
+
+#[test]
+fn a_short_admin_token_from_a_file_is_refused_naming_the_file_setting() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let token_file = secret_file(data_dir.path(), "admin-token", "short-9fQz\n");
+    let mut envs = serve_env(&redis, data_dir.path());
+    envs.retain(|(name, _)| *name != "CD_ADMIN_TOKEN");
+    envs.push(("CD_ADMIN_TOKEN_FILE", token_file.display().to_string()));
+    let refusal = refused_start(serve_command(&envs, &[]), QUICKLY);
+    let line = refusal.line();
+    assert!(line.contains("CD_ADMIN_TOKEN_FILE"), "{refusal}");
+    assert!(!line.contains("short-9fQz"), "token echoed: {refusal}");
+}
+
+/// `POST /job-status/` for `job_id` with `token` as bearer: the status code.
+async fn status_with_token(addr: SocketAddr, token: &str, job_id: &str) -> u16 {
+    reqwest::Client::new()
+        .post(format!("http://{addr}/job-status/"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "job_id": job_id }))
+        .send()
+        .await
+        .expect("request sent")
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn status_tokens_are_signed_with_the_key_of_cd_signing_key_file() {
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let first_key = secret_file(data_dir.path(), "key-1", &format!("{}\n", "k1".repeat(20)));
+    let second_key = secret_file(data_dir.path(), "key-2", &format!("{}\n", "k2".repeat(20)));
+    let addr = loopback(free_port());
+    let start = |key: &Path| {
+        let mut envs = serve_env_at(&Backend::Embedded, data_dir.path(), addr);
+        envs.push(("CD_SIGNING_KEY_FILE", key.display().to_string()));
+        ServiceProcess::start(&envs, addr)
+    };
+
+    let service = start(&first_key);
+    let app = DeploymentClient {
+        addr,
+        id: "app-one",
+    };
+    app.register("ok-signed").await;
+    let started = app.deploy().await;
+    let job_id = job_id_of(&started);
+    let status_token = started["status_token"]
+        .as_str()
+        .expect("a status token")
+        .to_owned();
+    app.wait_status(&job_id, &["success"], QUICKLY).await;
+    drop(service);
+
+    // The same file after a restart: the token still reads its job.
+    let service = start(&first_key);
+    assert_eq!(status_with_token(addr, &status_token, &job_id).await, 200);
+    drop(service);
+
+    // Another key: the token no longer verifies.
+    let _service = start(&second_key);
+    assert_eq!(status_with_token(addr, &status_token, &job_id).await, 401);
+    assert_eq!(app.status(&job_id).await["status"], "success");
+}
+
+// ---------------------------------------------------------------- the Redis password
+
+/// What `openssl rand -base64 32` gives: `/`, `+` and `=` that a URL would
+/// need escaped.
+const BASE64_PASSWORD: &str = "a/b+c=d/Qx9+Rk2Lm7WvZp0sTq/8yHn+3eUo5jKf=";
+
+#[tokio::test]
+async fn a_redis_password_with_slash_plus_and_equals_comes_from_cd_redis_password_file() {
+    let redis = RedisServer::with_password(BASE64_PASSWORD);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let password_file = secret_file(
+        data_dir.path(),
+        "redis-password",
+        &format!("{BASE64_PASSWORD}\n"),
+    );
+    let addr = loopback(free_port());
+    // serve_env's CD_REDIS_URL carries no password.
+    let mut envs = serve_env(&redis, data_dir.path());
+    envs.push((
+        "CD_REDIS_PASSWORD_FILE",
+        password_file.display().to_string(),
+    ));
+    envs.push(("CD_PUBLIC_URL", format!("http://{addr}")));
+    let _service = ServiceProcess::start(&envs, addr);
+
+    let app = DeploymentClient {
+        addr,
+        id: "app-one",
+    };
+    app.register("ok-password").await;
+    let job_id = job_id_of(&app.deploy().await);
+    let done = app
+        .wait_status(&job_id, &["success", "error"], QUICKLY)
+        .await;
+    assert_eq!(done["status"], "success", "{done}");
+    let mut connection = redis.client().get_connection().expect("authenticated");
+    let stored: bool = redis::cmd("EXISTS")
+        .arg(format!("enac-cd:job:{job_id}"))
+        .query(&mut connection)
+        .expect("EXISTS answered");
+    assert!(stored, "the job is not in the password-protected Redis");
+}
+
+#[test]
+fn a_redis_password_in_both_the_url_and_cd_redis_password_is_refused_naming_both() {
+    let redis = RedisServer::with_password(BASE64_PASSWORD);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let line = assert_refused(
+        &redis,
+        data_dir.path(),
+        &[
+            (
+                "CD_REDIS_URL",
+                &format!("redis://:url-pw-never-echoed@127.0.0.1:{}/0", redis.port),
+            ),
+            ("CD_REDIS_PASSWORD", BASE64_PASSWORD),
+        ],
+        "CD_REDIS_PASSWORD",
+    );
+    assert!(line.contains("CD_REDIS_URL"), "{line}");
+    assert!(
+        !line.contains("url-pw-never-echoed"),
+        "password echoed: {line}"
+    );
+    assert!(!line.contains(BASE64_PASSWORD), "password echoed: {line}");
+}
+
+#[test]
+fn cd_redis_password_without_cd_redis_url_is_refused() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let mut envs = serve_env(&redis, data_dir.path());
+    envs.retain(|(name, _)| *name != "CD_REDIS_URL");
+    envs.push(("CD_REDIS_PASSWORD", BASE64_PASSWORD.to_owned()));
+    let refusal = refused_start(serve_command(&envs, &[]), QUICKLY);
+    let line = refusal.line();
+    assert!(line.contains("CD_REDIS_PASSWORD"), "{refusal}");
+    assert!(line.contains("CD_REDIS_URL"), "{refusal}");
+    assert!(
+        !line.contains(BASE64_PASSWORD),
+        "password echoed: {refusal}"
+    );
+}
+
+#[test]
+fn a_raw_base64_password_in_the_url_is_refused_pointing_at_cd_redis_password() {
+    let redis = RedisServer::with_password(BASE64_PASSWORD);
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let line = assert_refused(
+        &redis,
+        data_dir.path(),
+        &[(
+            "CD_REDIS_URL",
+            &format!("redis://:{BASE64_PASSWORD}@127.0.0.1:{}/0", redis.port),
+        )],
+        "CD_REDIS_URL",
+    );
+    assert!(
+        line.contains("CD_REDIS_PASSWORD"),
+        "no way out named: {line}"
+    );
+    assert!(!line.contains("Qx9+Rk2"), "password echoed: {line}");
+}
+
+// ---------------------------------------------------------------- CD_CA_FILE
+
+#[test]
+fn a_missing_or_unparsable_ca_file_is_refused_naming_it() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let missing = data_dir.path().join("no-such-ca.pem");
+    let not_pem = data_dir.path().join("not-pem.pem");
+    std::fs::write(&not_pem, "this is no certificate\n").expect("file written");
+    let broken = data_dir.path().join("broken.pem");
+    std::fs::write(
+        &broken,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    )
+    .expect("file written");
+    for path in [&missing, &not_pem, &broken] {
+        let line = assert_refused(
+            &redis,
+            data_dir.path(),
+            &[("CD_CA_FILE", &path.display().to_string())],
+            "CD_CA_FILE",
+        );
+        assert!(line.contains(&path.display().to_string()), "{line}");
+    }
 }

@@ -340,13 +340,35 @@ fn segment(token: &str, index: usize) -> Result<Value, OidcError> {
     serde_json::from_slice(&bytes).map_err(|_| OidcError::Malformed)
 }
 
+/// The client of key fetches: never redirected (a redirect could lead off
+/// the issuer), trusting the system's roots and `extra_roots`.
+fn http_client(extra_roots: &[reqwest::Certificate]) -> reqwest::Result<reqwest::Client> {
+    extra_roots
+        .iter()
+        .fold(reqwest::Client::builder(), |builder, root| {
+            builder.add_root_certificate(root.clone())
+        })
+        .timeout(FETCH_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 impl OidcVerifier {
     pub fn new(issuers: Vec<Issuer>) -> OidcVerifier {
-        let http = reqwest::Client::builder()
-            .timeout(FETCH_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap_or_default();
+        let http = http_client(&[]).unwrap_or_default();
+        OidcVerifier::with_http(issuers, http)
+    }
+
+    /// A verifier whose key fetches also trust `extra_roots` (`CD_CA_FILE`)
+    /// besides the system's trust store.
+    pub fn trusting(
+        issuers: Vec<Issuer>,
+        extra_roots: &[reqwest::Certificate],
+    ) -> Result<OidcVerifier, reqwest::Error> {
+        Ok(OidcVerifier::with_http(issuers, http_client(extra_roots)?))
+    }
+
+    fn with_http(issuers: Vec<Issuer>, http: reqwest::Client) -> OidcVerifier {
         OidcVerifier {
             issuers: issuers
                 .into_iter()

@@ -88,7 +88,7 @@ impl Deployer {
                     let text = response.text().await.unwrap_or_default();
                     return Err(format!("{path}: HTTP {status}: {text}"));
                 }
-                Err(error) => format!("{error}"),
+                Err(error) => with_causes(&error),
             };
             if started.elapsed() >= RETRY_FOR {
                 return Err(format!("{path}: {retry_reason}"));
@@ -171,6 +171,19 @@ impl Deployer {
             }
         }
     }
+}
+
+/// The error and its causes: reqwest's own line omits why a request failed
+/// (a refused certificate: trust its CA with `SSL_CERT_FILE`).
+fn with_causes(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(source) = cause {
+        text.push_str(": ");
+        text.push_str(&source.to_string());
+        cause = source.source();
+    }
+    text
 }
 
 /// Prints only what was not printed yet; output that was replaced or

@@ -181,6 +181,17 @@ mod tests {
     }
 
     #[test]
+    fn secret_files_are_settings_like_any_other() {
+        let args = with_file(
+            "admin_token_file = \"/run/secrets/admin\"\nCD_REDIS_PASSWORD_FILE = \"/run/secrets/redis\"\n",
+            &[],
+        )
+        .expect("valid file");
+        assert!(args.contains(&"--admin-token-file=/run/secrets/admin".to_string()));
+        assert!(args.contains(&"--redis-password-file=/run/secrets/redis".to_string()));
+    }
+
+    #[test]
     fn unknown_keys_are_named() {
         let error = with_file("no_such_setting = 1\n", &[]).expect_err("unknown key accepted");
         assert_eq!(error.setting, "CD_CONFIG");

@@ -2,6 +2,8 @@
 //! (file < env < flag), validated once at start.
 
 mod file;
+mod private_cas;
+mod secret_files;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,8 +13,11 @@ use clap::{Args, ValueEnum};
 use secrecy::{ExposeSecret, SecretString};
 
 pub use file::{issuers_from, merge_config_file};
+pub use private_cas::PrivateCas;
+use secret_files::source_of;
 
 use crate::domain::{Lifetimes, OnBusy};
+use crate::launch::docker_address::EngineAddress;
 use crate::launch::{is_executable, DockerPull};
 use crate::store::RedisAddress;
 use crate::units;
@@ -61,6 +66,22 @@ pub struct Settings {
     #[arg(long, env = "CD_REDIS_URL", value_name = "CD_REDIS_URL", value_parser = secret, hide_env_values = true)]
     pub redis_url: Option<SecretString>,
 
+    /// A file holding `CD_REDIS_URL` (a Docker/compose secret).
+    #[arg(long, env = "CD_REDIS_URL_FILE", value_name = "CD_REDIS_URL_FILE")]
+    pub redis_url_file: Option<PathBuf>,
+
+    /// The Redis password, apart from `CD_REDIS_URL` so that it needs no URL escaping.
+    #[arg(long, env = "CD_REDIS_PASSWORD", value_name = "CD_REDIS_PASSWORD", value_parser = secret, hide_env_values = true)]
+    pub redis_password: Option<SecretString>,
+
+    /// A file holding `CD_REDIS_PASSWORD`.
+    #[arg(
+        long,
+        env = "CD_REDIS_PASSWORD_FILE",
+        value_name = "CD_REDIS_PASSWORD_FILE"
+    )]
+    pub redis_password_file: Option<PathBuf>,
+
     /// Embedded store location (`enac-cd.redb`); also the process launcher's job logs.
     #[arg(
         long,
@@ -82,6 +103,10 @@ pub struct Settings {
     /// Bearer token for the admin endpoints; unset = they answer 403.
     #[arg(long, env = "CD_ADMIN_TOKEN", value_name = "CD_ADMIN_TOKEN", value_parser = secret, hide_env_values = true)]
     pub admin_token: Option<SecretString>,
+
+    /// A file holding `CD_ADMIN_TOKEN`.
+    #[arg(long, env = "CD_ADMIN_TOKEN_FILE", value_name = "CD_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
 
     /// JSON list of apps loaded at start.
     #[arg(long, env = "CD_APPS_FILE", value_name = "CD_APPS_FILE")]
@@ -126,6 +151,10 @@ pub struct Settings {
     /// Key for job tokens; unset = generated once and kept in the store.
     #[arg(long, env = "CD_SIGNING_KEY", value_name = "CD_SIGNING_KEY", value_parser = secret, hide_env_values = true)]
     pub signing_key: Option<SecretString>,
+
+    /// A file holding `CD_SIGNING_KEY`.
+    #[arg(long, env = "CD_SIGNING_KEY_FILE", value_name = "CD_SIGNING_KEY_FILE")]
+    pub signing_key_file: Option<PathBuf>,
 
     /// Policy files directory.
     #[arg(
@@ -212,6 +241,14 @@ pub struct Settings {
     #[arg(long, env = "CD_REGISTRY_PASSWORD", value_name = "CD_REGISTRY_PASSWORD", value_parser = secret, hide_env_values = true)]
     pub registry_password: Option<SecretString>,
 
+    /// A file holding `CD_REGISTRY_PASSWORD`.
+    #[arg(
+        long,
+        env = "CD_REGISTRY_PASSWORD_FILE",
+        value_name = "CD_REGISTRY_PASSWORD_FILE"
+    )]
+    pub registry_password_file: Option<PathBuf>,
+
     /// Program run by the `process` launcher.
     #[arg(long, env = "CD_PROCESS_COMMAND", value_name = "CD_PROCESS_COMMAND")]
     pub process_command: Option<PathBuf>,
@@ -239,6 +276,11 @@ pub struct Settings {
     )]
     pub log_format: LogFormat,
 
+    /// PEM file of CA certificates trusted, besides the system's, by every
+    /// outbound TLS connection (OIDC issuers, `rediss://`).
+    #[arg(long, env = "CD_CA_FILE", value_name = "CD_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
     /// OIDC issuers: the `[[issuer]]` entries of the config file.
     #[arg(skip)]
     pub issuers: Vec<crate::auth::oidc::Issuer>,
@@ -265,15 +307,7 @@ const MIN_SECRET_LEN: usize = 16;
 impl Settings {
     /// Checks what clap's parsers cannot see alone: combinations and formats.
     pub fn validate(&self) -> Result<(), SettingsError> {
-        if let Some(url) = &self.redis_url {
-            RedisAddress::parse(url.expose_secret()).map_err(|_| {
-                invalid(
-                    "CD_REDIS_URL",
-                    "not a valid redis://[:pass@]host:port/db, rediss://… or \
-                     redis+sentinel://[:pass@]host:port[,host:port…]/primary[/db] URL",
-                )
-            })?;
-        }
+        self.validate_redis()?;
         if let Some(url) = &self.public_url {
             let ok = (url.starts_with("http://") || url.starts_with("https://"))
                 && url.len() > "https://".len();
@@ -286,12 +320,22 @@ impl Settings {
         }
         if let Some(token) = &self.admin_token {
             if token.expose_secret().len() < MIN_SECRET_LEN {
-                return Err(invalid("CD_ADMIN_TOKEN", "must be at least 16 characters"));
+                let setting = source_of(
+                    "CD_ADMIN_TOKEN",
+                    "CD_ADMIN_TOKEN_FILE",
+                    &self.admin_token_file,
+                );
+                return Err(invalid(setting, "must be at least 16 characters"));
             }
         }
         if let Some(key) = &self.signing_key {
             if key.expose_secret().len() < 32 {
-                return Err(invalid("CD_SIGNING_KEY", "must be at least 32 characters"));
+                let setting = source_of(
+                    "CD_SIGNING_KEY",
+                    "CD_SIGNING_KEY_FILE",
+                    &self.signing_key_file,
+                );
+                return Err(invalid(setting, "must be at least 32 characters"));
             }
         }
         if self.max_connections == 0 {
@@ -334,13 +378,8 @@ impl Settings {
             }
             LauncherKind::Docker => {
                 if let Some(host) = &self.docker_host {
-                    let known = ["unix://", "tcp://", "http://"];
-                    if !known.iter().any(|scheme| host.starts_with(scheme)) {
-                        return Err(invalid(
-                            "CD_DOCKER_HOST",
-                            format!("`{host}` must start with unix://, tcp:// or http://"),
-                        ));
-                    }
+                    EngineAddress::parse(host)
+                        .map_err(|reason| invalid("CD_DOCKER_HOST", reason))?;
                 }
                 for bind in &self.docker_binds {
                     let parts: Vec<&str> = bind.split(':').collect();
@@ -364,12 +403,52 @@ impl Settings {
                     return Err(invalid("CD_DOCKER_IMAGE", "must not be empty"));
                 }
                 if self.registry_password.is_some() && self.registry_user.is_none() {
+                    let password_setting = source_of(
+                        "CD_REGISTRY_PASSWORD",
+                        "CD_REGISTRY_PASSWORD_FILE",
+                        &self.registry_password_file,
+                    );
                     return Err(invalid(
                         "CD_REGISTRY_USER",
-                        "required when CD_REGISTRY_PASSWORD is set",
+                        format!("required when {password_setting} is set"),
                     ));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// `CD_REDIS_URL` parses, and the password is given in one place only.
+    fn validate_redis(&self) -> Result<(), SettingsError> {
+        let url_setting = source_of("CD_REDIS_URL", "CD_REDIS_URL_FILE", &self.redis_url_file);
+        let password_setting = source_of(
+            "CD_REDIS_PASSWORD",
+            "CD_REDIS_PASSWORD_FILE",
+            &self.redis_password_file,
+        );
+        let Some(url) = &self.redis_url else {
+            if self.redis_password.is_some() {
+                return Err(invalid(
+                    password_setting,
+                    "set without CD_REDIS_URL: there is no Redis to use it for",
+                ));
+            }
+            return Ok(());
+        };
+        // Never the URL itself in the message: it may hold the password.
+        let address = RedisAddress::parse(url.expose_secret()).map_err(|_| {
+            invalid(
+                url_setting,
+                "not a valid redis://[:pass@]host:port/db, rediss://… or \
+                 redis+sentinel://[:pass@]host:port[,host:port…]/primary[/db] URL \
+                 (a password with `/`, `+`, `=`, `@` or `#` goes in CD_REDIS_PASSWORD, unescaped)",
+            )
+        })?;
+        if self.redis_password.is_some() && address.has_password() {
+            return Err(invalid(
+                password_setting,
+                format!("{url_setting} holds a password too; give it in one of them"),
+            ));
         }
         Ok(())
     }

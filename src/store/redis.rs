@@ -13,6 +13,7 @@ use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Script, Valu
 use secrecy::{ExposeSecret, SecretString};
 
 use super::redis_address::RedisAddress;
+pub use super::redis_address::RedisConnectOptions;
 use super::{
     parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store, StoreError,
     StoredApp, UpdateOutcome, TRUNCATION_MARKER,
@@ -227,7 +228,17 @@ impl RedisStore {
         prefix: &str,
         limits: JobLimits,
     ) -> Result<RedisStore, StoreError> {
-        let address = RedisAddress::parse(url.expose_secret())
+        RedisStore::connect_with(url, &RedisConnectOptions::default(), prefix, limits).await
+    }
+
+    /// Like [`RedisStore::connect`], with a password and TLS roots given apart.
+    pub async fn connect_with(
+        url: &SecretString,
+        options: &RedisConnectOptions,
+        prefix: &str,
+        limits: JobLimits,
+    ) -> Result<RedisStore, StoreError> {
+        let address = RedisAddress::parse_with(url.expose_secret(), options)
             .map_err(|_| StoreError::Unavailable("CD_REDIS_URL is not a valid Redis URL".into()))?;
         Ok(RedisStore {
             slot: Arc::new(ConnectionSlot::open(address).await?),

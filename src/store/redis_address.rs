@@ -5,10 +5,24 @@
 
 use std::time::Duration;
 
-use redis::{ConnectionInfo, ErrorKind, RedisError, RedisResult};
+use redis::{
+    ConnectionAddr, ConnectionInfo, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
+    TlsCertificates,
+};
+use secrecy::{ExposeSecret, SecretString};
 
 /// How long one Sentinel may take to name the primary.
 const SENTINEL_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What reaching Redis takes besides its URL.
+#[derive(Clone, Default)]
+pub struct RedisConnectOptions {
+    /// The password of the server holding the data (behind Sentinels, the
+    /// primary's), given apart from the URL so that it needs no escaping.
+    pub password: Option<SecretString>,
+    /// PEM roots for `rediss://`, replacing redis-rs's own (the system's).
+    pub tls_roots: Option<Vec<u8>>,
+}
 
 pub enum RedisAddress {
     Direct(redis::Client),
@@ -23,6 +37,7 @@ pub struct SentinelAddress {
     username: Option<String>,
     password: Option<String>,
     tls: bool,
+    tls_roots: Option<Vec<u8>>,
 }
 
 fn invalid(reason: &str) -> RedisError {
@@ -101,6 +116,7 @@ impl SentinelAddress {
             username,
             password,
             tls,
+            tls_roots: None,
         })
     }
 
@@ -118,7 +134,7 @@ impl SentinelAddress {
         for (host, port) in &self.sentinels {
             let url = format!("{}://{host}:{port}/", self.scheme());
             let asked = async {
-                let client = redis::Client::open(url.as_str())?;
+                let client = client_for(url.as_str().into_connection_info()?, &self.tls_roots)?;
                 let mut connection = client.get_multiplexed_async_connection().await?;
                 redis::cmd("SENTINEL")
                     .arg("get-master-addr-by-name")
@@ -142,19 +158,72 @@ impl SentinelAddress {
         let mut info: ConnectionInfo = url.parse()?;
         info.redis.username = self.username.clone();
         info.redis.password = self.password.clone();
-        redis::Client::open(info)
+        client_for(info, &self.tls_roots)
+    }
+}
+
+/// A client for `info`, trusting `tls_roots` when it is a TLS address.
+fn client_for(info: ConnectionInfo, tls_roots: &Option<Vec<u8>>) -> RedisResult<redis::Client> {
+    match (tls_roots, &info.addr) {
+        (Some(roots), ConnectionAddr::TcpTls { .. }) => redis::Client::build_with_tls(
+            info,
+            TlsCertificates {
+                client_tls: None,
+                root_cert: Some(roots.clone()),
+            },
+        ),
+        _ => redis::Client::open(info),
     }
 }
 
 impl RedisAddress {
     pub fn parse(url: &str) -> Result<RedisAddress, RedisError> {
+        RedisAddress::parse_with(url, &RedisConnectOptions::default())
+    }
+
+    /// `url` with `options` applied; a password in both is refused.
+    pub fn parse_with(
+        url: &str,
+        options: &RedisConnectOptions,
+    ) -> Result<RedisAddress, RedisError> {
+        let password = options
+            .password
+            .as_ref()
+            .map(|password| password.expose_secret().to_owned());
+        let sentinel = |rest, tls| {
+            let mut address = SentinelAddress::parse(rest, tls)?;
+            if password.is_some() {
+                if address.password.is_some() {
+                    return Err(invalid("a password in both the URL and CD_REDIS_PASSWORD"));
+                }
+                address.password.clone_from(&password);
+            }
+            address.tls_roots.clone_from(&options.tls_roots);
+            Ok(RedisAddress::Sentinel(address))
+        };
         if let Some(rest) = url.strip_prefix("redis+sentinel://") {
-            return SentinelAddress::parse(rest, false).map(RedisAddress::Sentinel);
+            return sentinel(rest, false);
         }
         if let Some(rest) = url.strip_prefix("rediss+sentinel://") {
-            return SentinelAddress::parse(rest, true).map(RedisAddress::Sentinel);
+            return sentinel(rest, true);
         }
-        redis::Client::open(url).map(RedisAddress::Direct)
+        let mut info = url.into_connection_info()?;
+        if password.is_some() {
+            if info.redis.password.is_some() {
+                return Err(invalid("a password in both the URL and CD_REDIS_PASSWORD"));
+            }
+            info.redis.password = password;
+        }
+        client_for(info, &options.tls_roots).map(RedisAddress::Direct)
+    }
+
+    /// Whether the address carries a password: the URL's own, when parsed
+    /// by [`RedisAddress::parse`].
+    pub fn has_password(&self) -> bool {
+        match self {
+            RedisAddress::Direct(client) => client.get_connection_info().redis.password.is_some(),
+            RedisAddress::Sentinel(sentinel) => sentinel.password.is_some(),
+        }
     }
 
     /// A client for the server to use now.
@@ -194,6 +263,35 @@ mod tests {
             RedisAddress::parse("rediss+sentinel://s1/main"),
             Ok(RedisAddress::Sentinel(SentinelAddress { tls: true, .. }))
         ));
+    }
+
+    #[test]
+    fn a_password_given_apart_needs_no_escaping_and_goes_to_the_data_node() {
+        let options = RedisConnectOptions {
+            password: Some(SecretString::from("a/b+c=d")),
+            tls_roots: None,
+        };
+        let Ok(RedisAddress::Direct(client)) =
+            RedisAddress::parse_with("redis://127.0.0.1:6379/2", &options)
+        else {
+            panic!("a direct URL");
+        };
+        let info = client.get_connection_info();
+        assert_eq!(info.redis.password.as_deref(), Some("a/b+c=d"));
+        assert_eq!(info.redis.db, 2);
+        let Ok(RedisAddress::Sentinel(sentinel)) =
+            RedisAddress::parse_with("redis+sentinel://s1,s2/main", &options)
+        else {
+            panic!("a Sentinel URL");
+        };
+        assert_eq!(sentinel.password.as_deref(), Some("a/b+c=d"));
+        for url in [
+            "redis://:other@127.0.0.1/0",
+            "redis+sentinel://:other@s1/main",
+        ] {
+            assert!(RedisAddress::parse(url).is_ok_and(|address| address.has_password()));
+            assert!(RedisAddress::parse_with(url, &options).is_err(), "{url}");
+        }
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! free port (`redis_server`), the service on port 0 in-process (`app`) or
 //! as its binary (`service_process`), polling with deadlines (`wait`),
 //! signed webhook deliveries (`webhook`), an OIDC issuer with local keys
-//! (`oidc`), runs of the binary as a tool (`binary`) and the real Docker
-//! engine (`docker`).
+//! (`oidc`), runs of the binary as a tool (`binary`), the real Docker
+//! engine (`docker`) and a private CA with a TLS endpoint (`tls`).
 #![allow(dead_code)]
 
 pub mod app;
@@ -13,6 +13,7 @@ pub mod oidc;
 pub mod redis_server;
 pub mod service_process;
 pub mod tcp_proxy;
+pub mod tls;
 pub mod wait;
 pub mod webhook;
 

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
+use super::tls::{TestCertificates, TlsProxy};
 use super::wait::unix_now;
 
 // ---------------------------------------------------------------- keys
@@ -270,12 +271,39 @@ pub struct FakeIssuer {
     name: &'static str,
     server: MockServer,
     state: Arc<IssuerState>,
+    /// `iss`, and the base of its documents' URLs.
+    iss: String,
+    /// The HTTPS endpoint in front of `server`, if it has one.
+    _tls: Option<TlsProxy>,
 }
 
 impl FakeIssuer {
     /// Starts down (503) until [`FakeIssuer::serve`].
     pub async fn start(name: &'static str) -> FakeIssuer {
+        FakeIssuer::start_behind(name, None).await
+    }
+
+    /// Started, serving `keys` over HTTPS only, with a certificate of the
+    /// private CA `certificates`: a self-managed GitLab as an operator runs it.
+    pub async fn serving_https(
+        name: &'static str,
+        keys: &[&SigningKey],
+        certificates: &TestCertificates,
+    ) -> FakeIssuer {
+        let issuer = FakeIssuer::start_behind(name, Some(certificates)).await;
+        issuer.serve(keys);
+        issuer
+    }
+
+    async fn start_behind(name: &'static str, tls: Option<&TestCertificates>) -> FakeIssuer {
         let server = MockServer::start().await;
+        let tls = match tls {
+            Some(certificates) => {
+                Some(TlsProxy::start(certificates, server.address().port()).await)
+            }
+            None => None,
+        };
+        let iss = tls.as_ref().map_or_else(|| server.uri(), TlsProxy::url);
         let state = Arc::new(IssuerState {
             serving: Mutex::new(Serving::Down(503)),
             jwks_delay: Mutex::new(Duration::ZERO),
@@ -288,7 +316,7 @@ impl FakeIssuer {
                 .and(path(route))
                 .respond_with(Document {
                     state: Arc::clone(&state),
-                    iss: server.uri(),
+                    iss: iss.clone(),
                     is_jwks,
                 })
                 .mount(&server)
@@ -298,6 +326,8 @@ impl FakeIssuer {
             name,
             server,
             state,
+            iss,
+            _tls: tls,
         }
     }
 
@@ -309,7 +339,7 @@ impl FakeIssuer {
     }
 
     pub fn iss(&self) -> String {
-        self.server.uri()
+        self.iss.clone()
     }
 
     pub fn serve(&self, keys: &[&SigningKey]) {

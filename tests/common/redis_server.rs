@@ -17,11 +17,21 @@ pub struct RedisServer {
     /// snapshot there, and a server loads any `dump.rdb` it finds there, so
     /// it is never the tests' own.
     dir: tempfile::TempDir,
+    /// `--requirepass`: not in [`RedisServer::url`], as an operator would
+    /// give it apart (`CD_REDIS_PASSWORD`).
+    password: Option<String>,
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
         RedisServer::start_with(Vec::new())
+    }
+
+    /// A server that requires `password` (`--requirepass`).
+    pub fn with_password(password: &str) -> RedisServer {
+        let mut server = RedisServer::start_with(vec!["--requirepass".into(), password.into()]);
+        server.password = Some(password.to_owned());
+        server
     }
 
     /// A replica of `primary`.
@@ -52,6 +62,7 @@ impl RedisServer {
             child: None,
             extra: vec![config.display().to_string(), "--sentinel".into()],
             dir: tempfile::tempdir().expect("a dir for redis-server"),
+            password: None,
         };
         server.restart();
         server
@@ -63,6 +74,7 @@ impl RedisServer {
             child: None,
             extra,
             dir: tempfile::tempdir().expect("a dir for redis-server"),
+            password: None,
         };
         server.restart();
         server
@@ -137,7 +149,9 @@ impl RedisServer {
     }
 
     pub fn client(&self) -> redis::Client {
-        redis::Client::open(self.url()).expect("redis url")
+        let mut info: redis::ConnectionInfo = self.url().parse().expect("redis url");
+        info.redis.password.clone_from(&self.password);
+        redis::Client::open(info).expect("redis url")
     }
 }
 
