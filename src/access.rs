@@ -57,6 +57,27 @@ pub struct CallbackCaller {
     job_id: String,
 }
 
+/// Who calls the jobs API (contract §10), from its bearer token.
+pub enum ApiCaller {
+    /// `CD_ADMIN_TOKEN`: reads everything, acts.
+    Admin,
+    /// `CD_VIEWER_TOKEN`: reads everything, acts on nothing.
+    Viewer,
+    /// A status token: reads its one job.
+    StatusToken { job_id: String },
+    /// An OIDC job token: reads the jobs of the deployments its policies grant.
+    Oidc(VerifiedToken),
+}
+
+/// Which jobs a caller may list.
+pub enum ListScope {
+    All,
+    /// These deployments only (an OIDC token's grants).
+    Deployments(Vec<String>),
+    /// One job (a status token).
+    Job(String),
+}
+
 /// Shared by every request behind one `Arc` (the token keys inside are
 /// not cheap to copy).
 pub struct JobAccess {
@@ -65,6 +86,7 @@ pub struct JobAccess {
     oidc: Arc<OidcVerifier>,
     policies: Policies,
     admin_token: Option<Arc<SecretString>>,
+    viewer_token: Option<Arc<SecretString>>,
     metrics: Metrics,
 }
 
@@ -75,6 +97,7 @@ impl JobAccess {
         oidc: Arc<OidcVerifier>,
         policies: Policies,
         admin_token: Option<Arc<SecretString>>,
+        viewer_token: Option<Arc<SecretString>>,
         metrics: Metrics,
     ) -> JobAccess {
         JobAccess {
@@ -83,8 +106,102 @@ impl JobAccess {
             oidc,
             policies,
             admin_token,
+            viewer_token,
             metrics,
         }
+    }
+
+    /// The jobs API caller a bearer token names; every token is compared in
+    /// constant time, and a refusal never says which kinds were tried.
+    pub async fn api_caller(&self, token: Option<&str>) -> Result<ApiCaller, Denied> {
+        let Some(token) = token else {
+            return Err(self.refuse(
+                Refusal::ApiTokenMissing,
+                Denied::Unauthenticated("missing bearer token"),
+            ));
+        };
+        let matches = |expected: &Option<Arc<SecretString>>| {
+            expected
+                .as_deref()
+                .is_some_and(|expected| bearer_matches(token, expected.expose_secret()))
+        };
+        if matches(&self.admin_token) {
+            return Ok(ApiCaller::Admin);
+        }
+        if matches(&self.viewer_token) {
+            return Ok(ApiCaller::Viewer);
+        }
+        if self.oidc.claims_known_issuer(token) {
+            let verified = verify_oidc(&self.oidc, &self.metrics, token).await?;
+            return Ok(ApiCaller::Oidc(verified));
+        }
+        match self.tokens.verify(TokenKind::Status, token) {
+            Ok(job_id) => Ok(ApiCaller::StatusToken { job_id }),
+            Err(_) => Err(self.refuse(
+                Refusal::ApiTokenInvalid,
+                Denied::Unauthenticated("invalid bearer token"),
+            )),
+        }
+    }
+
+    /// The job `job_id` if `caller` may read it; else `JobNotFound`, the
+    /// same as for a job that does not exist.
+    pub async fn api_job(&self, caller: &ApiCaller, job_id: &str) -> Result<Job, Denied> {
+        if let ApiCaller::StatusToken { job_id: own } = caller {
+            if own != job_id {
+                return Err(Denied::JobNotFound);
+            }
+        }
+        let job = self.store.job(job_id).await?.ok_or(Denied::JobNotFound)?;
+        match caller {
+            ApiCaller::Oidc(token) if !self.oidc_reaches(token, &job).await? => {
+                Err(Denied::JobNotFound)
+            }
+            _ => Ok(job),
+        }
+    }
+
+    /// Which jobs `caller` may list.
+    pub async fn list_scope(&self, caller: &ApiCaller) -> Result<ListScope, Denied> {
+        Ok(match caller {
+            ApiCaller::Admin | ApiCaller::Viewer => ListScope::All,
+            ApiCaller::StatusToken { job_id } => ListScope::Job(job_id.clone()),
+            ApiCaller::Oidc(token) => {
+                let policies = self.policies.current();
+                let mut granted: Vec<String> = policies
+                    .oidc_matches(&token.issuer, &token.claims)
+                    .into_iter()
+                    .map(|policy| policy.deployment_id.clone())
+                    .collect();
+                granted.sort();
+                granted.dedup();
+                ListScope::Deployments(granted)
+            }
+        })
+    }
+
+    /// Only the admin acts (cancel); a reader asking to is refused with 403.
+    pub fn may_act(&self, caller: &ApiCaller) -> Result<(), Denied> {
+        match caller {
+            ApiCaller::Admin => Ok(()),
+            _ => Err(self.refuse(
+                Refusal::ApiReadOnly,
+                Denied::Forbidden("this token reads jobs and acts on nothing"),
+            )),
+        }
+    }
+
+    /// Whether an OIDC token's policies grant a deployment of the job's inventory.
+    async fn oidc_reaches(&self, token: &VerifiedToken, job: &Job) -> Result<bool, Denied> {
+        let policies = self.policies.current();
+        for policy in policies.oidc_matches(&token.issuer, &token.claims) {
+            if let Some(app) = self.store.app(&policy.deployment_id).await? {
+                if app.inventory == job.inventory {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     fn refuse(&self, reason: Refusal, denied: Denied) -> Denied {
@@ -163,15 +280,11 @@ impl JobAccess {
             .job(asked.unwrap_or_default())
             .await?
             .ok_or(Denied::JobNotFound)?;
-        let policies = self.policies.current();
-        for policy in policies.oidc_matches(&token.issuer, &token.claims) {
-            if let Some(app) = self.store.app(&policy.deployment_id).await? {
-                if app.inventory == job.inventory {
-                    return Ok(job);
-                }
-            }
+        if self.oidc_reaches(token, &job).await? {
+            Ok(job)
+        } else {
+            Err(Denied::JobNotFound)
         }
-        Err(Denied::JobNotFound)
     }
 
     /// Verifies a program's callback token (before its body is read).

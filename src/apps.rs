@@ -26,7 +26,7 @@ pub const MIN_SECRET_LEN: usize = 16;
 const MAX_ID_LEN: usize = 128;
 
 /// One invalid entry of an app list.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AppProblem {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -261,6 +261,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         Arc::clone(&oidc),
         policies.clone(),
         settings.admin_token.clone().map(Arc::new),
+        settings.viewer_token.clone().map(Arc::new),
         metrics.clone(),
     ));
     let ingress = Arc::new(Ingress::new(

@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::{BTreeSet, HashSet};
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use common::{bytes_contain, eventually, RedisServer};
@@ -15,8 +16,8 @@ use enac_cd::domain::OnBusy;
 use enac_cd::domain::{now_ms, Job, JobStatus, NewJob, Trigger, TriggerKind};
 use enac_cd::launch::LaunchRecord;
 use enac_cd::store::{
-    AppRecord, EmbeddedStore, JobLimits, JobUpdate, OutputChange, RedisStore, StartOutcome, Store,
-    StoreError, UpdateOutcome, TRUNCATION_MARKER,
+    AppRecord, BadCursor, EmbeddedStore, JobCursor, JobLimits, JobPage, JobQuery, JobUpdate,
+    OutputChange, RedisStore, StartOutcome, Store, StoreError, UpdateOutcome, TRUNCATION_MARKER,
 };
 use secrecy::SecretString;
 use tempfile::TempDir;
@@ -214,9 +215,20 @@ fn limits_with(change: impl FnOnce(&mut JobLimits)) -> JobLimits {
     limits
 }
 
+/// Job ids in creation order even within one millisecond, so that the
+/// history's order (by id) is known in advance.
+fn next_id() -> String {
+    static IDS: Mutex<ulid::Generator> = Mutex::new(ulid::Generator::new());
+    IDS.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .generate()
+        .expect("a ULID within the millisecond")
+        .to_string()
+}
+
 fn new_job(inventory: &str) -> NewJob {
     NewJob {
-        id: ulid::Ulid::new().to_string(),
+        id: next_id(),
         deployment_id: format!("app-of-{inventory}"),
         inventory: inventory.to_owned(),
         trigger: Trigger::of_kind(TriggerKind::Secret),
@@ -233,7 +245,11 @@ fn app(deployment_id: &str, inventory: &str, secret: Option<&str>) -> AppRecord 
 }
 
 fn update(status: JobStatus, output: Option<OutputChange>) -> JobUpdate {
-    JobUpdate { status, output }
+    JobUpdate {
+        status,
+        output,
+        exit_code: None,
+    }
 }
 
 fn applied_without_promotion() -> UpdateOutcome {
@@ -711,6 +727,57 @@ async fn the_first_final_write_wins(backend: Backend) {
             "round {round}: the loser wrote output"
         );
     }
+}
+
+async fn a_final_update_keeps_the_exit_code_and_lists_show_it(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let job = harness.started("inv-exit").await;
+    let running = JobUpdate {
+        exit_code: Some(9),
+        ..update(JobStatus::Running, None)
+    };
+    harness
+        .store
+        .update_job(&job.id, &running)
+        .await
+        .expect("update_job answers");
+    assert_eq!(
+        harness.existing(&job.id).await.exit_code,
+        None,
+        "only a final update records an exit code"
+    );
+    let exited = JobUpdate {
+        exit_code: Some(3),
+        ..update(JobStatus::Error, None)
+    };
+    let late = JobUpdate {
+        exit_code: Some(0),
+        ..update(JobStatus::Success, None)
+    };
+
+    harness
+        .store
+        .update_job(&job.id, &exited)
+        .await
+        .expect("update_job answers");
+    harness
+        .store
+        .update_job(&job.id, &late)
+        .await
+        .expect("update_job answers");
+
+    assert_eq!(harness.existing(&job.id).await.exit_code, Some(3));
+    let page = harness
+        .store
+        .list_jobs(&history(None, &[], 10))
+        .await
+        .expect("list_jobs answers");
+    assert_eq!(page.jobs.len(), 1);
+    assert_eq!(
+        page.jobs[0].exit_code,
+        Some(3),
+        "a list shows the exit code too"
+    );
 }
 
 async fn output_is_replaced_or_appended(backend: Backend) {
@@ -1459,6 +1526,581 @@ async fn finished_jobs_expire_after_the_job_ttl(backend: Backend) {
     );
 }
 
+// ---------------------------------------------------------------- history
+
+fn history(deployment_id: Option<&str>, statuses: &[JobStatus], limit: usize) -> JobQuery {
+    JobQuery {
+        deployment_id: deployment_id.map(str::to_owned),
+        statuses: statuses.to_vec(),
+        limit,
+        before: None,
+        with_output: false,
+    }
+}
+
+fn ids_of(page: &JobPage) -> Vec<&String> {
+    page.jobs.iter().map(|job| &job.id).collect()
+}
+
+/// Ids of `jobs`, newest first.
+fn newest_first(jobs: &[&Job]) -> Vec<String> {
+    jobs.iter().rev().map(|job| job.id.clone()).collect()
+}
+
+fn cursor(text: &str) -> JobCursor {
+    JobCursor::parse(text).expect("a job id is a cursor")
+}
+
+impl Harness {
+    async fn list(&self, query: &JobQuery) -> JobPage {
+        self.store
+            .list_jobs(query)
+            .await
+            .expect("list_jobs answers")
+    }
+
+    /// Every page of `query` from its cursor on: each page's ids.
+    async fn pages(&self, mut query: JobQuery) -> Vec<Vec<String>> {
+        let mut pages = Vec::new();
+        loop {
+            let page = self.list(&query).await;
+            pages.push(page.jobs.iter().map(|job| job.id.clone()).collect());
+            match page.next {
+                Some(next) => query.before = Some(next),
+                None => return pages,
+            }
+            assert!(pages.len() <= 100, "paging never ends");
+        }
+    }
+
+    /// A `starting` job of `deployment_id` on its own `inventory`.
+    async fn started_for(&self, deployment_id: &str, inventory: &str) -> Job {
+        let job = NewJob {
+            deployment_id: deployment_id.to_owned(),
+            ..new_job(inventory)
+        };
+        match self.start(&job, OnBusy::Reject).await {
+            StartOutcome::Started(job) => job,
+            other => panic!("expected {inventory} to start, got {other:?}"),
+        }
+    }
+
+    async fn trim_history(&self) -> usize {
+        self.store
+            .trim_history()
+            .await
+            .expect("trim_history answers")
+    }
+}
+
+async fn history_lists_newest_first(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let finished = harness.started_for("app-one", "inv-a").await;
+    harness
+        .update(
+            &finished.id,
+            update(
+                JobStatus::Error,
+                Some(OutputChange::Replace("it failed\n".into())),
+            ),
+        )
+        .await;
+    let running = harness.started_for("app-two", "inv-b").await;
+    let record = LaunchRecord::Process {
+        host: "runner-7".into(),
+        pid: 4242,
+        start_ticks: 987_654_321,
+        log: "/var/lib/enac-cd/logs/job.log".into(),
+    };
+    harness
+        .store
+        .claim_launch(&running.id, "instance-1")
+        .await
+        .expect("claim_launch answers");
+    harness
+        .store
+        .record_launch(&running.id, &record.to_data())
+        .await
+        .expect("record_launch answers");
+    harness
+        .update(
+            &running.id,
+            update(
+                JobStatus::Running,
+                Some(OutputChange::Append("step 1\n".into())),
+            ),
+        )
+        .await;
+    let starting = harness.started_for("app-one", "inv-c").await;
+    let queued = harness.queued("inv-c").await;
+    let stored = [
+        harness.existing(&finished.id).await,
+        harness.existing(&running.id).await,
+        harness.existing(&starting.id).await,
+        harness.existing(&queued.id).await,
+    ];
+
+    let page = harness.list(&history(None, &[], 50)).await;
+    assert_eq!(page.next, None, "everything fits on one page");
+    let without_output: Vec<Job> = stored
+        .iter()
+        .rev()
+        .map(|job| Job {
+            output: String::new(),
+            ..job.clone()
+        })
+        .collect();
+    assert_eq!(
+        page.jobs, without_output,
+        "newest first, every field but the output as stored"
+    );
+
+    let with_output = JobQuery {
+        with_output: true,
+        ..history(None, &[], 50)
+    };
+    let page = harness.list(&with_output).await;
+    let expected: Vec<Job> = stored.iter().rev().cloned().collect();
+    assert_eq!(page.jobs, expected, "with_output reads the outputs too");
+    assert_eq!(page.jobs[2].output, "step 1\n");
+
+    let page = harness.list(&history(None, &[], 2)).await;
+    assert_eq!(ids_of(&page), [&queued.id, &starting.id]);
+    assert_eq!(page.next, Some(cursor(&starting.id)));
+}
+
+async fn history_filters_by_deployment(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    // Interleaved; one deployment id is another's prefix, one holds a colon.
+    let one_a = harness.started_for("app-one", "inv-1").await;
+    let two_a = harness.started_for("app-two", "inv-2").await;
+    let colon = harness.started_for("app-one:success", "inv-3").await;
+    let one_b = harness.started_for("app-one", "inv-4").await;
+    let two_b = harness.started_for("app-two", "inv-5").await;
+    harness.set_status(&one_b.id, JobStatus::Error).await;
+    let one_c = harness.started_for("app-one", "inv-6").await;
+
+    let listed = |deployment: &'static str| {
+        let harness = &harness;
+        async move {
+            harness
+                .pages(history(Some(deployment), &[], 50))
+                .await
+                .concat()
+        }
+    };
+    assert_eq!(
+        listed("app-one").await,
+        newest_first(&[&one_a, &one_b, &one_c])
+    );
+    assert_eq!(listed("app-two").await, newest_first(&[&two_a, &two_b]));
+    assert_eq!(listed("app-one:success").await, newest_first(&[&colon]));
+    assert_eq!(listed("app-").await, Vec::<String>::new());
+
+    let unknown = harness.list(&history(Some("nobody"), &[], 50)).await;
+    assert_eq!(
+        unknown,
+        JobPage {
+            jobs: vec![],
+            next: None
+        }
+    );
+    assert_eq!(
+        harness.pages(history(Some("app-one"), &[], 2)).await,
+        [newest_first(&[&one_b, &one_c]), vec![one_a.id.clone()]],
+        "a deployment's jobs page like all jobs"
+    );
+    assert_eq!(
+        harness
+            .pages(history(Some("app-one"), &[JobStatus::Error], 50))
+            .await,
+        [vec![one_b.id.clone()]],
+        "deployment and status filters combine"
+    );
+}
+
+async fn history_filters_by_several_statuses(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let ok = job_in(&harness, "inv-ok", JobStatus::Success).await;
+    let failed = job_in(&harness, "inv-failed", JobStatus::Error).await;
+    let running = job_in(&harness, "inv-running", JobStatus::Running).await;
+    // Starts a `starting` job on inv-queued, then queues this one behind it.
+    let queued = job_in(&harness, "inv-queued", JobStatus::Queued).await;
+    let holder = harness
+        .open_ids()
+        .await
+        .into_iter()
+        .find(|id| *id != queued.id && *id != running.id)
+        .expect("the queued job's lock holder is open");
+    let ok_again = job_in(&harness, "inv-ok-again", JobStatus::Success).await;
+
+    let listed = |statuses: &'static [JobStatus]| {
+        let harness = &harness;
+        async move { harness.pages(history(None, statuses, 50)).await.concat() }
+    };
+    assert_eq!(
+        listed(&[JobStatus::Success, JobStatus::Error]).await,
+        newest_first(&[&ok, &failed, &ok_again])
+    );
+    assert_eq!(
+        listed(&[JobStatus::Error, JobStatus::Success, JobStatus::Success]).await,
+        newest_first(&[&ok, &failed, &ok_again]),
+        "the order and repetition of statuses do not matter"
+    );
+    assert_eq!(listed(&[JobStatus::Queued]).await, [queued.id.as_str()]);
+    assert_eq!(
+        listed(&[JobStatus::Starting]).await,
+        [holder.as_str()],
+        "the queued job's lock holder"
+    );
+    assert_eq!(
+        listed(&[JobStatus::Running, JobStatus::Queued]).await,
+        [queued.id.clone(), running.id.clone()]
+    );
+    assert_eq!(listed(&JobStatus::ALL).await, listed(&[]).await);
+    assert_eq!(listed(&[]).await.len(), 6);
+    for job in harness
+        .list(&history(None, &[JobStatus::Success], 50))
+        .await
+        .jobs
+    {
+        assert_eq!(job.status, JobStatus::Success);
+    }
+
+    // A status change moves the job between the status indexes.
+    harness.set_status(&running.id, JobStatus::Success).await;
+    assert_eq!(listed(&[JobStatus::Running]).await, Vec::<String>::new());
+    assert_eq!(
+        listed(&[JobStatus::Success]).await,
+        newest_first(&[&ok, &running, &ok_again])
+    );
+    // And so does a promotion: the holder ends, the queued job starts.
+    harness.set_status(&holder, JobStatus::Error).await;
+    assert_eq!(listed(&[JobStatus::Queued]).await, Vec::<String>::new());
+    assert_eq!(listed(&[JobStatus::Starting]).await, [queued.id.as_str()]);
+    assert_eq!(listed(&[]).await.len(), 6, "moves add no entries");
+}
+
+async fn history_pages_through_120_jobs_without_repeat_or_skip(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let mut created = Vec::new();
+    let mut finished = Vec::new();
+    let mut starting = Vec::new();
+    for index in 0..120 {
+        let job = harness.started(&format!("inv-{index}")).await;
+        match index % 3 {
+            0 => {
+                harness.set_status(&job.id, JobStatus::Running).await;
+                harness.set_status(&job.id, JobStatus::Success).await;
+                finished.push(job.id.clone());
+            }
+            1 => {
+                harness.set_status(&job.id, JobStatus::Error).await;
+                finished.push(job.id.clone());
+            }
+            _ => starting.push(job.id.clone()),
+        }
+        created.push(job.id);
+    }
+    let newest = |ids: &[String]| ids.iter().rev().cloned().collect::<Vec<_>>();
+
+    let pages = harness.pages(history(None, &[], 50)).await;
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [50, 50, 20]);
+    assert_eq!(pages.concat(), newest(&created), "no repeat, no skip");
+
+    let finals = [JobStatus::Success, JobStatus::Error];
+    let pages = harness.pages(history(None, &finals, 30)).await;
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [30, 30, 20]);
+    assert_eq!(pages.concat(), newest(&finished));
+
+    let pages = harness.pages(history(None, &finals, 40)).await;
+    assert_eq!(
+        pages.iter().map(Vec::len).collect::<Vec<_>>(),
+        [40, 40],
+        "a last page that is full has no next cursor"
+    );
+    assert_eq!(pages.concat(), newest(&finished));
+
+    let pages = harness
+        .pages(history(None, &[JobStatus::Starting], 50))
+        .await;
+    assert_eq!(pages, [newest(&starting)]);
+}
+
+async fn history_paging_is_not_disturbed_by_new_jobs(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let mut older = Vec::new();
+    for index in 0..60 {
+        older.push(harness.started(&format!("inv-{index}")).await.id);
+    }
+    let first = harness.list(&history(None, &[], 25)).await;
+    let mut newer = Vec::new();
+    for index in 60..70 {
+        newer.push(harness.started(&format!("inv-{index}")).await.id);
+    }
+    let rest = harness
+        .pages(JobQuery {
+            before: first.next.clone(),
+            ..history(None, &[], 25)
+        })
+        .await;
+    assert_eq!(rest.iter().map(Vec::len).collect::<Vec<_>>(), [25, 10]);
+    let mut seen: Vec<String> = first.jobs.iter().map(|job| job.id.clone()).collect();
+    seen.extend(rest.concat());
+    assert_eq!(
+        seen,
+        older.iter().rev().cloned().collect::<Vec<_>>(),
+        "the older jobs, each once, none of the new ones"
+    );
+    let fresh = harness.list(&history(None, &[], 10)).await;
+    assert_eq!(
+        fresh
+            .jobs
+            .iter()
+            .map(|job| job.id.clone())
+            .collect::<Vec<_>>(),
+        newer.iter().rev().cloned().collect::<Vec<_>>(),
+        "a new first page starts with the new jobs"
+    );
+}
+
+/// Every member of the Redis history keys, which the trim empties.
+async fn redis_history_members(server: &RedisServer) -> Vec<u8> {
+    let mut connection = server
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("a raw connection to redis");
+    let keys: Vec<String> = ::redis::cmd("KEYS")
+        .arg(format!("{PREFIX}history:*"))
+        .query_async(&mut connection)
+        .await
+        .expect("KEYS answers");
+    let mut members = Vec::new();
+    for key in keys {
+        let values: Vec<Vec<u8>> = ::redis::cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut connection)
+            .await
+            .expect("a history key is a sorted set");
+        for value in values {
+            members.extend_from_slice(&value);
+            members.push(b'\n');
+        }
+    }
+    members
+}
+
+async fn expired_jobs_leave_the_history(backend: Backend) {
+    let harness = Harness::open(backend, limits_with(|l| l.job_ttl_ms = 300)).await;
+    let expiring = harness.started_for("app-one", "inv-a").await;
+    let older_open = harness.started_for("app-one", "inv-b").await;
+    let newer_open = harness.started_for("app-one", "inv-c").await;
+    harness.set_status(&expiring.id, JobStatus::Success).await;
+    assert_eq!(
+        harness.list(&history(None, &[], 50)).await.jobs.len(),
+        3,
+        "a finished job is listed until its TTL"
+    );
+    eventually("the finished job to expire", DEADLINE, || async {
+        harness.job(&expiring.id).await.is_none().then_some(())
+    })
+    .await;
+
+    // Skipped before any trim, also past the end of a page.
+    assert_eq!(
+        harness.pages(history(None, &[], 1)).await,
+        [vec![newer_open.id.clone()], vec![older_open.id.clone()]],
+        "no page, and no next cursor, for the expired job"
+    );
+    assert_eq!(
+        harness
+            .list(&history(Some("app-one"), &[JobStatus::Success], 50))
+            .await,
+        JobPage {
+            jobs: vec![],
+            next: None
+        }
+    );
+
+    let trimmed = eventually("the trim to forget the expired job", DEADLINE, || async {
+        let forgotten = harness.trim_history().await;
+        (forgotten > 0).then_some(forgotten)
+    })
+    .await;
+    assert_eq!(trimmed, 1, "one expired job forgotten");
+    assert_eq!(harness.trim_history().await, 0, "nothing left to forget");
+    assert_eq!(
+        harness.pages(history(None, &[], 50)).await,
+        [newest_first(&[&older_open, &newer_open])]
+    );
+    if let Backing::Redis(server) = &harness.backing {
+        let members = redis_history_members(server).await;
+        assert!(
+            !bytes_contain(&members, expiring.id.as_bytes()),
+            "the expired job's history entries are gone"
+        );
+        assert!(bytes_contain(&members, older_open.id.as_bytes()));
+    }
+}
+
+async fn a_history_cursor_is_a_job_id_or_refused(backend: Backend) {
+    for bad in [
+        "",
+        "not-a-job-id",
+        "01ARZ3NDEKTSV4RRFFQ69G5FA",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+        "01ARZ3NDEKTSV4RRFFQ69G5FA!",
+        "(01ARZ3NDEKTSV4RRFFQ69G5FA",
+    ] {
+        assert_eq!(JobCursor::parse(bad), Err(BadCursor), "{bad:?}");
+        assert!(bad.parse::<JobCursor>().is_err());
+    }
+
+    let harness = Harness::open(backend, LONG).await;
+    let oldest = harness.started("inv-a").await;
+    let middle = harness.started("inv-b").await;
+    let never_stored = next_id();
+    let newest = harness.started("inv-c").await;
+    let after = |position: &str| {
+        let harness = &harness;
+        let position = cursor(position);
+        async move {
+            harness
+                .pages(JobQuery {
+                    before: Some(position),
+                    ..history(None, &[], 50)
+                })
+                .await
+                .concat()
+        }
+    };
+    let older_two = newest_first(&[&oldest, &middle]);
+    assert_eq!(after(&newest.id).await, older_two);
+    assert_eq!(
+        after(&newest.id.to_lowercase()).await,
+        older_two,
+        "a lower-case id is the same position"
+    );
+    assert_eq!(
+        after(&never_stored).await,
+        older_two,
+        "an id never stored is a position"
+    );
+    assert_eq!(
+        after("00000000000000000000000000").await,
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        after("7ZZZZZZZZZZZZZZZZZZZZZZZZZ").await,
+        newest_first(&[&oldest, &middle, &newest])
+    );
+    assert_eq!(cursor(&newest.id.to_lowercase()).as_str(), newest.id);
+}
+
+impl Harness {
+    /// Drops the store and removes its history beneath it, as a store
+    /// written before the history existed holds none; then opens it again.
+    async fn without_history(self) -> Harness {
+        let Harness {
+            store,
+            limits,
+            backing,
+        } = self;
+        drop(store);
+        match &backing {
+            Backing::Redis(server) => {
+                let mut connection = server
+                    .client()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("a raw connection to redis");
+                let keys: Vec<String> = ::redis::cmd("KEYS")
+                    .arg(format!("{PREFIX}history*"))
+                    .query_async(&mut connection)
+                    .await
+                    .expect("KEYS answers");
+                assert!(!keys.is_empty(), "the store wrote no history");
+                ::redis::cmd("DEL")
+                    .arg(keys)
+                    .query_async::<()>(&mut connection)
+                    .await
+                    .expect("DEL answers");
+            }
+            Backing::Embedded(dir) => drop_embedded_history(&dir.path().join(STORE_FILE)).await,
+        }
+        Harness {
+            store: connect(&backing, limits).await,
+            limits,
+            backing,
+        }
+    }
+}
+
+async fn drop_embedded_history(path: &std::path::Path) {
+    let db = eventually("the redb file to be released", DEADLINE, || {
+        let opened = match redb::Database::create(path) {
+            Ok(db) => Some(db),
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => None,
+            Err(error) => panic!("opening the redb file: {error}"),
+        };
+        async move { opened }
+    })
+    .await;
+    let txn = db.begin_write().expect("a write transaction");
+    for table in ["history", "summaries", "expiry"] {
+        let definition: redb::TableDefinition<&str, ()> = redb::TableDefinition::new(table);
+        assert!(
+            txn.delete_table(definition).expect("the table is deleted"),
+            "the store had a {table} table"
+        );
+    }
+    let meta: redb::TableDefinition<&str, &str> = redb::TableDefinition::new("meta");
+    txn.open_table(meta)
+        .expect("the meta table")
+        .remove("history-indexed")
+        .expect("the marker is removed");
+    txn.commit().expect("committed");
+}
+
+async fn jobs_stored_before_the_history_are_indexed(backend: Backend) {
+    // Long enough to list the finished job after reopening, short enough to see it go.
+    let harness = Harness::open(backend, limits_with(|l| l.job_ttl_ms = 2_000)).await;
+    let finished = job_in(&harness, "inv-a", JobStatus::Success).await;
+    let open = job_in(&harness, "inv-b", JobStatus::Running).await;
+    let harness = harness.without_history().await;
+    assert_eq!(
+        harness.pages(history(None, &[], 50)).await,
+        [newest_first(&[&finished, &open])]
+    );
+    assert_eq!(
+        ids_of(
+            &harness
+                .list(&history(
+                    Some(&open.deployment_id),
+                    &[JobStatus::Running],
+                    50
+                ))
+                .await
+        ),
+        [&open.id]
+    );
+    // Indexed with their expiry: the finished job is trimmed in time.
+    let trimmed = eventually("the trim to forget the expired job", DEADLINE, || async {
+        let forgotten = harness.trim_history().await;
+        (forgotten > 0).then_some(forgotten)
+    })
+    .await;
+    assert_eq!(trimmed, 1);
+    assert_eq!(
+        harness.pages(history(None, &[], 50)).await,
+        [vec![open.id.clone()]]
+    );
+}
+
 // ---------------------------------------------------------------- signing key
 
 async fn concurrent_signing_key_proposals_agree(backend: Backend) {
@@ -1523,6 +2165,11 @@ async fn a_reopened_store_sees_everything(backend: Backend) {
     let queued = harness.queued("inv-a").await;
 
     let harness = harness.reopen().await;
+    assert_eq!(
+        ids_of(&harness.list(&history(None, &[], 50)).await),
+        [&queued.id, &open.id, &finished.id],
+        "the history survives"
+    );
     assert_eq!(harness.store.apps().await.expect("apps listed"), apps);
     assert_eq!(harness.job(&finished.id).await, Some(finished));
     assert_eq!(harness.job(&open.id).await, Some(open.clone()));
@@ -1759,6 +2406,7 @@ conformance! {
         every_transition_follows_the_status_table,
         refused_updates_change_nothing,
         the_first_final_write_wins,
+        a_final_update_keeps_the_exit_code_and_lists_show_it,
         output_is_replaced_or_appended,
         output_over_the_cap_keeps_the_newest_whole_characters,
         followed_output_is_appended_to_open_jobs_only,
@@ -1780,6 +2428,14 @@ conformance! {
         jobs_since_counts_jobs_created_from_a_time_on,
         app_and_job_answers_both_in_one_call,
         finished_jobs_expire_after_the_job_ttl,
+        history_lists_newest_first,
+        history_filters_by_deployment,
+        history_filters_by_several_statuses,
+        history_pages_through_120_jobs_without_repeat_or_skip,
+        history_paging_is_not_disturbed_by_new_jobs,
+        expired_jobs_leave_the_history,
+        a_history_cursor_is_a_job_id_or_refused,
+        jobs_stored_before_the_history_are_indexed,
         the_first_signing_key_is_kept_across_reopening,
         concurrent_signing_key_proposals_agree,
         a_reopened_store_sees_everything,

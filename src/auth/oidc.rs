@@ -257,6 +257,9 @@ impl VerifiedToken {
             actor: claim(&["actor", "user_login"]),
             event: claim(&["event_name", "pipeline_source"]),
             delivery_id: self.jti.clone(),
+            issuer: Some(self.issuer.clone()),
+            subject: claim(&["sub"]),
+            policy: None,
         }
     }
 }

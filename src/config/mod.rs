@@ -108,6 +108,18 @@ pub struct Settings {
     #[arg(long, env = "CD_ADMIN_TOKEN_FILE", value_name = "CD_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
 
+    /// Bearer token that reads every job (jobs API, status page) and acts on nothing.
+    #[arg(long, env = "CD_VIEWER_TOKEN", value_name = "CD_VIEWER_TOKEN", value_parser = secret, hide_env_values = true)]
+    pub viewer_token: Option<SecretString>,
+
+    /// A file holding `CD_VIEWER_TOKEN`.
+    #[arg(
+        long,
+        env = "CD_VIEWER_TOKEN_FILE",
+        value_name = "CD_VIEWER_TOKEN_FILE"
+    )]
+    pub viewer_token_file: Option<PathBuf>,
+
     /// JSON list of apps loaded at start.
     #[arg(long, env = "CD_APPS_FILE", value_name = "CD_APPS_FILE")]
     pub apps_file: Option<PathBuf>,
@@ -318,14 +330,39 @@ impl Settings {
                 ));
             }
         }
-        if let Some(token) = &self.admin_token {
-            if token.expose_secret().len() < MIN_SECRET_LEN {
-                let setting = source_of(
+        let tokens = [
+            (
+                &self.admin_token,
+                source_of(
                     "CD_ADMIN_TOKEN",
                     "CD_ADMIN_TOKEN_FILE",
                     &self.admin_token_file,
-                );
+                ),
+            ),
+            (
+                &self.viewer_token,
+                source_of(
+                    "CD_VIEWER_TOKEN",
+                    "CD_VIEWER_TOKEN_FILE",
+                    &self.viewer_token_file,
+                ),
+            ),
+        ];
+        for (token, setting) in tokens {
+            if token
+                .as_ref()
+                .is_some_and(|token| token.expose_secret().len() < MIN_SECRET_LEN)
+            {
                 return Err(invalid(setting, "must be at least 16 characters"));
+            }
+        }
+        if let (Some(admin), Some(viewer)) = (&self.admin_token, &self.viewer_token) {
+            // One token for both would make every viewer an admin.
+            if admin.expose_secret() == viewer.expose_secret() {
+                return Err(invalid(
+                    "CD_VIEWER_TOKEN",
+                    "must differ from CD_ADMIN_TOKEN",
+                ));
             }
         }
         if let Some(key) = &self.signing_key {

@@ -32,13 +32,19 @@ fn slot<'a>(
 
 impl Settings {
     /// Every secret setting with a `_FILE` twin; a new secret is one line here.
-    fn secret_slots(&mut self) -> [SecretSlot<'_>; 5] {
+    fn secret_slots(&mut self) -> [SecretSlot<'_>; 6] {
         [
             slot(
                 "CD_ADMIN_TOKEN",
                 "CD_ADMIN_TOKEN_FILE",
                 &mut self.admin_token,
                 &self.admin_token_file,
+            ),
+            slot(
+                "CD_VIEWER_TOKEN",
+                "CD_VIEWER_TOKEN_FILE",
+                &mut self.viewer_token,
+                &self.viewer_token_file,
             ),
             slot(
                 "CD_SIGNING_KEY",

@@ -28,6 +28,9 @@ pub struct Job {
     pub created_at: i64,
     pub started_at: Option<i64>,
     pub finished_at: Option<i64>,
+    /// The program's exit code, when the job was ended by its exit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
     /// What the launcher recorded to find the program again; opaque here.
     pub launch: Option<LaunchData>,
     /// Which service instance took the job's launch, if one did.
@@ -48,6 +51,7 @@ impl NewJob {
             trigger: self.trigger,
             created_at: self.created_at,
             finished_at: None,
+            exit_code: None,
             launch: None,
             launch_claim: None,
         }

@@ -10,7 +10,7 @@ mod on_busy;
 mod status;
 mod trigger;
 
-pub use clock::{now_ms, unix_now};
+pub use clock::{now_ms, rfc3339_of_ms, unix_now, CivilTime};
 pub use job::{is_plausible_job_id, Job, LaunchData, NewJob, MAX_JOB_ID_LEN};
 pub use lifetimes::Lifetimes;
 pub use on_busy::OnBusy;

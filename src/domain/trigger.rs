@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What asked for the job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TriggerKind {
     Secret,
@@ -41,9 +41,26 @@ pub struct Trigger {
     pub event: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_id: Option<String>,
+    /// The OIDC issuer (its configured name) of a token trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// The OIDC token's `sub`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// The policy file (its name) that granted a webhook or token trigger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
 }
 
 impl Trigger {
+    /// The trigger as granted by the policy file at `file`.
+    pub fn granted_by(mut self, file: &std::path::Path) -> Trigger {
+        self.policy = file
+            .file_name()
+            .map(|name| name.to_string_lossy().into_owned());
+        self
+    }
+
     pub fn of_kind(kind: TriggerKind) -> Trigger {
         Trigger {
             kind,
@@ -53,6 +70,9 @@ impl Trigger {
             actor: None,
             event: None,
             delivery_id: None,
+            issuer: None,
+            subject: None,
+            policy: None,
         }
     }
 }
@@ -68,6 +88,9 @@ impl std::fmt::Display for Trigger {
             ("actor", &self.actor),
             ("event", &self.event),
             ("delivery", &self.delivery_id),
+            ("issuer", &self.issuer),
+            ("subject", &self.subject),
+            ("policy", &self.policy),
         ];
         for (name, value) in facts {
             if let Some(value) = value {

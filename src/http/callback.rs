@@ -3,22 +3,35 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
+use super::answer::SavedStatus;
+use super::error::ErrorBody;
 use super::extract::{Callback, IdempotencyKey, JsonBody};
 use super::{ApiError, AppState};
 use crate::domain::JobStatus;
 use crate::jobs::UpdateRefused;
 use crate::store::OutputChange;
 
-#[derive(Deserialize)]
+/// A report of the job's program.
+#[derive(Deserialize, ToSchema)]
 pub struct CallbackRequest {
+    /// The job of the callback token.
     job_id: String,
+    /// `running`, `success`, `error`, or `finished` (the seed's word for `success`).
+    #[schema(example = "running")]
     status: String,
+    /// Replaces the job's output, or is appended to it with `append`.
     output: Option<String>,
     #[serde(default)]
     append: bool,
+}
+
+/// The report was stored.
+#[derive(Serialize, ToSchema)]
+pub struct Saved {
+    status: SavedStatus,
 }
 
 fn reported_status(text: &str) -> Option<JobStatus> {
@@ -31,12 +44,31 @@ fn reported_status(text: &str) -> Option<JobStatus> {
     }
 }
 
+#[utoipa::path(post, path = "/set-job-status/", tag = "callback",
+    summary = "Report a job's status and output (the job's program)",
+    description = "Called by the ansible program with its job's `CD_CALLBACK_TOKEN`, at `CD_CALLBACK_URL`. \
+The body may hold up to about twice `CD_MAX_OUTPUT`.",
+    request_body = CallbackRequest,
+    params(IdempotencyKey),
+    security(("callback_token" = [])),
+    responses(
+        (status = 200, description = "Saved", body = Saved),
+        (status = 400, description = "Body is not valid JSON, or a bad `Idempotency-Key`", body = ErrorBody),
+        (status = 401, description = "Missing, invalid or expired callback token", body = ErrorBody),
+        (status = 403, description = "The token is another job's", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is already final, or cannot take this status", body = ErrorBody),
+        (status = 413, description = "Body over the limit", body = ErrorBody),
+        (status = 415, description = "Content-Type is not JSON", body = ErrorBody),
+        (status = 422, description = "Body of the wrong shape, or an unknown `status`", body = ErrorBody),
+        (status = 503, description = "Store unavailable, try again", body = ErrorBody),
+    ))]
 pub async fn set_job_status(
     State(state): State<AppState>,
     Callback(caller): Callback,
     IdempotencyKey(key): IdempotencyKey,
     JsonBody(request): JsonBody<CallbackRequest>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Saved>, ApiError> {
     state.access.may_report(&caller, &request.job_id)?;
     let status = reported_status(&request.status).ok_or_else(|| {
         ApiError::Unprocessable("`status` must be running, success, error or finished".into())
@@ -53,7 +85,9 @@ pub async fn set_job_status(
         .report(&request.job_id, status, output, key.as_deref())
         .await?
     {
-        Ok(()) => Ok(Json(json!({"status": "saved"}))),
+        Ok(()) => Ok(Json(Saved {
+            status: SavedStatus::Saved,
+        })),
         Err(UpdateRefused::NotFound) => Err(ApiError::NotFound("Job not found")),
         Err(UpdateRefused::Final(current)) => Err(ApiError::Conflict(format!(
             "job is already final ({current})"

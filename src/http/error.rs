@@ -3,9 +3,11 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
 use tracing::error;
+use utoipa::ToSchema;
 
+use super::answer::ErrorStatus;
 use crate::access::Denied;
 use crate::apps::AppProblem;
 use crate::store::StoreError;
@@ -40,6 +42,34 @@ pub enum ApiError {
     /// The store cannot be reached; the cause is logged, not returned.
     #[error("service unavailable, try again")]
     Unavailable(String),
+    /// `/readyz`: what does not answer (no secret in it).
+    #[error("{0}")]
+    NotReady(String),
+}
+
+/// The body of every error: `{"status":"error","error":…}`. Legacy domain
+/// refusals (unknown app, busy inventory, unknown job) carry it with HTTP 200.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    status: ErrorStatus,
+    /// What went wrong, for a person.
+    #[schema(example = "App not found")]
+    error: String,
+    /// `/set-available-apps/` only: each invalid entry of the list.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<AppProblem>>,
+}
+
+/// An error of `/job-status/` once the request was read: the deployed client
+/// reads `output` before it looks at `status`.
+#[derive(Serialize, ToSchema)]
+pub struct JobErrorBody {
+    #[serde(flatten)]
+    error: ErrorBody,
+    /// The job asked for, as sent.
+    job_id: String,
+    /// Always empty.
+    output: String,
 }
 
 impl From<StoreError> for ApiError {
@@ -76,18 +106,22 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_) | ApiError::NotReady(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
     /// The `{"status":"error","error":…}` body every error shares.
-    pub fn body(&self) -> Value {
-        let mut body = json!({"status": "error", "error": self.to_string()});
+    pub fn body(self) -> ErrorBody {
+        let mut body = ErrorBody {
+            status: ErrorStatus::Error,
+            error: self.to_string(),
+            errors: None,
+        };
         match self {
             ApiError::InvalidApps(problems) => {
                 let listed: Vec<String> = problems.iter().map(ToString::to_string).collect();
-                body["error"] = Value::String(format!("invalid apps: {}", listed.join("; ")));
-                body["errors"] = json!(problems);
+                body.error = format!("invalid apps: {}", listed.join("; "));
+                body.errors = Some(problems);
             }
             ApiError::Unavailable(cause) => error!(%cause, "request failed: store unavailable"),
             _ => {}
@@ -97,10 +131,13 @@ impl ApiError {
 
     /// The same error for `/job-status/`, whose client reads `output` first.
     pub fn with_job(self, job_id: &str) -> Response {
-        let mut body = self.body();
-        body["job_id"] = Value::String(job_id.to_owned());
-        body["output"] = Value::String(String::new());
-        (self.status(), Json(body)).into_response()
+        let status = self.status();
+        let body = JobErrorBody {
+            error: self.body(),
+            job_id: job_id.to_owned(),
+            output: String::new(),
+        };
+        (status, Json(body)).into_response()
     }
 }
 

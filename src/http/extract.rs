@@ -6,6 +6,9 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{Required, Type};
+use utoipa::IntoParams;
 
 use super::{ApiError, AppState};
 use crate::access::CallbackCaller;
@@ -117,6 +120,27 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     }
 }
 
+/// An optional header, as the OpenAPI document lists it.
+fn optional_header(name: &str, description: &str) -> Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(Required::False)
+        .description(Some(description))
+        .schema(Some(utoipa::openapi::Object::with_type(Type::String)))
+        .build()
+}
+
+impl IntoParams for IdempotencyKey {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        vec![optional_header(
+            "Idempotency-Key",
+            "1 to 255 visible ASCII characters: a retried request with the same key is answered \
+as the first was, and changes nothing",
+        )]
+    }
+}
+
 /// Proof that the request carries `CD_ADMIN_TOKEN`.
 pub struct Admin;
 
@@ -157,6 +181,38 @@ where
 /// policy rule bound to its repository or project id; the body is capped by
 /// the route's limit before anything is read.
 pub struct SignedDelivery(pub VerifiedDelivery);
+
+/// The provider, and the headers that verify and name a delivery.
+impl IntoParams for SignedDelivery {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let provider = ParameterBuilder::new()
+            .name("provider")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("`github` or `gitlab`; any other answers 404"))
+            .schema(Some(
+                utoipa::openapi::ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["github", "gitlab"])),
+            ))
+            .example(Some("github".into()))
+            .build();
+        let headers = [
+            ("X-GitHub-Event", "GitHub: the event (`push`, `ping`…)"),
+            ("X-GitHub-Delivery", "GitHub: the delivery id, for dedupe"),
+            ("X-Hub-Signature-256", "GitHub: `sha256=<hex HMAC-SHA256 of the body>`; SHA-1 is not accepted"),
+            ("X-Gitlab-Event", "GitLab: the event (`Push Hook`, `Pipeline Hook`…)"),
+            ("X-Gitlab-Token", "GitLab: the rule's token, when it has no signing secret"),
+            ("webhook-id", "GitLab, Standard Webhooks: the delivery id, signed and used for dedupe"),
+            ("webhook-timestamp", "GitLab, Standard Webhooks: Unix seconds, within 5 minutes of ours"),
+            ("webhook-signature", "GitLab, Standard Webhooks: space-separated `v1,<base64 HMAC-SHA256>` over `{webhook-id}.{webhook-timestamp}.{body}`; any match passes"),
+            ("Idempotency-Key", "GitLab: the delivery id when `webhook-id` is absent"),
+        ];
+        std::iter::once(provider)
+            .chain(headers.map(|(name, description)| optional_header(name, description)))
+            .collect()
+    }
+}
 
 impl FromRequest<AppState> for SignedDelivery {
     type Rejection = ApiError;

@@ -1,10 +1,13 @@
 //! The HTTP surface: one file per family of endpoints.
 
 mod admin;
+mod answer;
 mod callback;
 mod error;
 mod extract;
+mod jobs_api;
 mod legacy;
+mod openapi;
 mod ops;
 pub mod server;
 mod webhooks;
@@ -15,9 +18,11 @@ use std::time::Instant;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
 use axum::Router;
 pub use error::ApiError;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::access::JobAccess;
 use crate::ingress::Ingress;
@@ -89,29 +94,49 @@ async fn track(State(metrics): State<Metrics>, request: Request, next: Next) -> 
     response
 }
 
-/// Every route of the service.
-pub fn router(state: AppState) -> Router {
-    // Output replaced in one callback may be up to the cap, plus JSON escaping.
-    let callback_limit = state.max_output.saturating_mul(2).max(BODY_LIMIT) + 64 * 1024;
-    let callback = Router::new()
-        .route("/set-job-status/", post(callback::set_job_status))
+/// Every endpoint, each routed by its handler's `#[utoipa::path]`: its method
+/// and path are written once, so no route is served without its entry in the
+/// OpenAPI document, and none is documented without being served.
+fn endpoints(callback_limit: usize) -> OpenApiRouter<AppState> {
+    let callback = OpenApiRouter::new()
+        .routes(routes!(callback::set_job_status))
         .layer(DefaultBodyLimit::max(callback_limit));
-    let webhooks = Router::new()
-        .route("/webhooks/{provider}", post(webhooks::deliver))
+    let webhooks = OpenApiRouter::new()
+        .routes(routes!(webhooks::deliver))
         .layer(DefaultBodyLimit::max(crate::ingress::webhook::BODY_LIMIT));
-    Router::new()
-        .route("/", get(ops::root))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/app-deploy/", post(legacy::app_deploy))
-        .route("/job-status/", post(legacy::job_status))
-        .route("/set-available-apps/", post(admin::set_available_apps))
-        .route("/get-available-apps/", get(admin::get_available_apps))
-        .route("/load/", get(admin::load))
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(ops::root))
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(openapi::openapi_json))
+        .routes(routes!(legacy::app_deploy))
+        .routes(routes!(legacy::job_status))
+        .routes(routes!(admin::set_available_apps))
+        .routes(routes!(admin::get_available_apps))
+        .routes(routes!(admin::load))
+        .routes(routes!(jobs_api::list_jobs))
+        .routes(routes!(jobs_api::get_job))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(callback)
         .merge(webhooks)
+}
+
+/// The OpenAPI document of every route [`router`] serves (body limits are
+/// layers: they do not change it).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    endpoints(BODY_LIMIT).into_openapi()
+}
+
+/// Every route of the service. Routes are added in [`endpoints`] only: one
+/// added here would be missing from the OpenAPI document.
+pub fn router(state: AppState) -> Router {
+    // Output replaced in one callback may be up to the cap, plus JSON escaping.
+    let callback_limit = state.max_output.saturating_mul(2).max(BODY_LIMIT) + 64 * 1024;
+    // Built at start, not on the first request.
+    openapi::document();
+    let (routes, _) = endpoints(callback_limit).split_for_parts();
+    routes
         .fallback(not_found)
         .route_layer(middleware::from_fn_with_state(state.metrics.clone(), track))
         .with_state(state)

@@ -67,7 +67,7 @@ impl Ingress {
         let request = StartRequest {
             deployment_id: app.deployment_id,
             inventory: app.inventory,
-            trigger: token.trigger(),
+            trigger: token.trigger().granted_by(&policy.file),
             on_busy: policy.on_busy,
         };
         Ok((request, jti_key))

@@ -90,6 +90,9 @@ pub struct Lifecycle {
     metrics: Metrics,
     /// Jobs whose program this instance is watching.
     watched: Mutex<HashSet<String>>,
+    /// Job ids that grow even within one millisecond, so that the history
+    /// (newest first, by id) keeps this instance's jobs in creation order.
+    job_ids: Mutex<ulid::Generator>,
     launches: TaskTracker,
 }
 
@@ -206,6 +209,7 @@ impl Lifecycle {
             config,
             metrics,
             watched: Mutex::new(HashSet::new()),
+            job_ids: Mutex::new(ulid::Generator::new()),
             launches: TaskTracker::new(),
         })
     }
@@ -225,8 +229,15 @@ impl Lifecycle {
 
     /// Starts, queues or joins a job for the request, per its `on_busy`.
     pub async fn start(self: &Arc<Self>, request: StartRequest) -> Result<Started, LifecycleError> {
+        let id = self
+            .job_ids
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .generate()
+            // Only after 2^80 ids in one millisecond.
+            .unwrap_or_else(|_| ulid::Ulid::new());
         let new = NewJob {
-            id: ulid::Ulid::new().to_string(),
+            id: id.to_string(),
             deployment_id: request.deployment_id,
             inventory: request.inventory,
             trigger: request.trigger,
@@ -321,10 +332,21 @@ impl Lifecycle {
         status: JobStatus,
         output: Option<OutputChange>,
     ) -> Result<Result<(), UpdateRefused>, StoreError> {
-        let outcome = self
-            .store
-            .update_job(job_id, &JobUpdate { status, output })
-            .await?;
+        let update = JobUpdate {
+            status,
+            output,
+            exit_code: None,
+        };
+        self.apply(job_id, &update).await
+    }
+
+    async fn apply(
+        self: &Arc<Self>,
+        job_id: &str,
+        update: &JobUpdate,
+    ) -> Result<Result<(), UpdateRefused>, StoreError> {
+        let status = update.status;
+        let outcome = self.store.update_job(job_id, update).await?;
         match outcome {
             UpdateOutcome::Applied { promoted } => {
                 if status.is_final() {
@@ -552,11 +574,15 @@ impl Lifecycle {
         } else {
             note.push('\n');
         }
-        let note = OutputChange::Append(note);
-        let saved = until_saved(job_id, "program exit", || {
-            self.update(job_id, status, Some(note.clone()))
-        })
-        .await;
+        let update = JobUpdate {
+            status,
+            output: Some(OutputChange::Append(note)),
+            exit_code: match report.exit {
+                Exit::Code(code) => Some(code),
+                _ => None,
+            },
+        };
+        let saved = until_saved(job_id, "program exit", || self.apply(job_id, &update)).await;
         if saved.is_ok() {
             info!(job_id, %status, summary, "job ended by program exit");
         }
@@ -746,6 +772,10 @@ impl Lifecycle {
                     }
                 }
             }
+        }
+        // Listing skips expired jobs anyway; trimming keeps the indexes small.
+        if let Err(error) = self.store.trim_history().await {
+            warn!(%error, "trimming the job history failed");
         }
         Ok(())
     }

@@ -24,7 +24,7 @@ use super::{
     Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputChunk, OutputSink,
     Presence,
 };
-use crate::domain::unix_now;
+use crate::domain::{unix_now, CivilTime};
 
 pub const LABEL_JOB_ID: &str = "enac-cd.job-id";
 pub const LABEL_INVENTORY: &str = "enac-cd.inventory";
@@ -314,27 +314,10 @@ fn now_stamp() -> String {
 
 /// `seconds` since the epoch as `YYYY-MM-DDTHH:MM:SS.000000000Z`.
 fn stamp_of(seconds: i64) -> String {
-    let (days, second_of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    let civil = CivilTime::of(seconds);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.000000000Z",
-        second_of_day / 3600,
-        second_of_day % 3600 / 60,
-        second_of_day % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.000000000Z",
+        civil.year, civil.month, civil.day, civil.hour, civil.minute, civil.second
     )
 }
 

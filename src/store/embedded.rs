@@ -17,8 +17,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    changed_output, parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store,
-    StoreError, StoredApp, UpdateOutcome,
+    changed_output, parse_app, AppRecord, JobLimits, JobPage, JobQuery, JobUpdate, OutputChange,
+    StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
 };
 use crate::domain::{is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy};
 
@@ -32,6 +32,21 @@ const OPEN: TableDefinition<&str, ()> = TableDefinition::new("open");
 /// (created_at, job id), for the load and for purging.
 const INDEX: TableDefinition<(i64, &str), ()> = TableDefinition::new("index");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Job id → the job as in [`JOBS`] but with an empty output: what the
+/// history and the load read, however long outputs are.
+const SUMMARIES: TableDefinition<&str, &[u8]> = TableDefinition::new("summaries");
+/// The history: (status, scope, job id), scope being [`ALL_DEPLOYMENTS`] or
+/// [`deployment_scope`]. Ids are ULIDs, so a scope's ids of one status sort in
+/// creation order.
+const HISTORY: TableDefinition<(&str, &str, &str), ()> = TableDefinition::new("history");
+/// (expires_at, job id): which jobs a purge deletes, without reading the others.
+const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
+/// The `META` key set once the history indexes hold every job (a store file
+/// written before them is indexed when it is opened).
+const HISTORY_INDEXED: &str = "history-indexed";
+/// The history scope of every deployment's jobs; a deployment's scope is
+/// never empty.
+const ALL_DEPLOYMENTS: &str = "";
 /// Remembered keys → Unix ms when they are forgotten.
 const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
 /// Instance leases are kept among the remembered keys, under this prefix.
@@ -138,10 +153,101 @@ fn read_job(
     Ok((stored.expires_at > now).then_some(stored))
 }
 
-fn write_job(jobs: &mut JobsTable<'_>, stored: &StoredJob) -> Result<(), Fault> {
-    jobs.insert(stored.job.id.as_str(), encode(stored)?.as_slice())
-        .map_err(unavailable)?;
-    Ok(())
+fn deployment_scope(deployment_id: &str) -> String {
+    format!("={deployment_id}")
+}
+
+fn parse_stored(raw: &[u8], job_id: &str) -> Result<StoredJob, Fault> {
+    serde_json::from_slice(raw).map_err(|_| Fault::Store(corrupt(&format!("job {job_id}"))))
+}
+
+/// The job tables of a write, changed together by [`JobTables::save`] and
+/// [`JobTables::delete`] only, so that the summaries, the history and the
+/// expiry order always match the jobs.
+struct JobTables<'t> {
+    jobs: JobsTable<'t>,
+    summaries: JobsTable<'t>,
+    history: Table<'t, (&'static str, &'static str, &'static str), ()>,
+    expiry: Table<'t, (i64, &'static str), ()>,
+}
+
+impl<'t> JobTables<'t> {
+    fn open(txn: &'t WriteTransaction) -> Result<JobTables<'t>, Fault> {
+        Ok(JobTables {
+            jobs: txn.open_table(JOBS).map_err(unavailable)?,
+            summaries: txn.open_table(SUMMARIES).map_err(unavailable)?,
+            history: txn.open_table(HISTORY).map_err(unavailable)?,
+            expiry: txn.open_table(EXPIRY).map_err(unavailable)?,
+        })
+    }
+
+    /// Writes the job, its summary, and moves its history and expiry
+    /// entries when its status or expiry changed.
+    fn save(&mut self, stored: &mut StoredJob) -> Result<(), Fault> {
+        let full = encode(stored)?;
+        let output = std::mem::take(&mut stored.job.output);
+        let summary = encode(stored);
+        stored.job.output = output;
+        let summary = summary?;
+        let id = stored.job.id.as_str();
+        self.jobs.insert(id, full.as_slice()).map_err(unavailable)?;
+        let previous = match self.summaries.get(id).map_err(unavailable)? {
+            Some(raw) if raw.value() == summary.as_slice() => return Ok(()),
+            Some(raw) => Some(parse_stored(raw.value(), id)?),
+            None => None,
+        };
+        self.summaries
+            .insert(id, summary.as_slice())
+            .map_err(unavailable)?;
+        let job = &stored.job;
+        if previous.as_ref().map(|old| old.job.status) != Some(job.status) {
+            if let Some(old) = &previous {
+                self.unindex(&old.job)?;
+            }
+            let scope = deployment_scope(&job.deployment_id);
+            for scope in [ALL_DEPLOYMENTS, scope.as_str()] {
+                self.history
+                    .insert((job.status.as_str(), scope, id), ())
+                    .map_err(unavailable)?;
+            }
+        }
+        if previous.as_ref().map(|old| old.expires_at) != Some(stored.expires_at) {
+            if let Some(old) = &previous {
+                self.expiry
+                    .remove((old.expires_at, id))
+                    .map_err(unavailable)?;
+            }
+            self.expiry
+                .insert((stored.expires_at, id), ())
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    fn unindex(&mut self, job: &Job) -> Result<(), Fault> {
+        let scope = deployment_scope(&job.deployment_id);
+        for scope in [ALL_DEPLOYMENTS, scope.as_str()] {
+            self.history
+                .remove((job.status.as_str(), scope, job.id.as_str()))
+                .map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a job and every entry naming it; returns its summary.
+    fn delete(&mut self, job_id: &str) -> Result<Option<StoredJob>, Fault> {
+        self.jobs.remove(job_id).map_err(unavailable)?;
+        let Some(raw) = self.summaries.remove(job_id).map_err(unavailable)? else {
+            return Ok(None);
+        };
+        let summary = parse_stored(raw.value(), job_id)?;
+        drop(raw);
+        self.unindex(&summary.job)?;
+        self.expiry
+            .remove((summary.expires_at, job_id))
+            .map_err(unavailable)?;
+        Ok(Some(summary))
+    }
 }
 
 fn live_lock(
@@ -184,8 +290,8 @@ fn promote(
     else {
         return Ok(None);
     };
-    let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-    let Some(mut stored) = read_job(&jobs, &job_id, now)? else {
+    let mut tables = JobTables::open(txn)?;
+    let Some(mut stored) = read_job(&tables.jobs, &job_id, now)? else {
         return Ok(None);
     };
     if stored.job.status != JobStatus::WAITING {
@@ -193,7 +299,7 @@ fn promote(
     }
     stored.job.status = JobStatus::LOCK_HOLDER;
     stored.job.started_at = Some(now);
-    write_job(&mut jobs, &stored)?;
+    tables.save(&mut stored)?;
     let lock = Lock {
         job_id: job_id.clone(),
         expires_at: now + limits.lock_ttl_ms,
@@ -219,8 +325,10 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
         txn.open_table(INDEX).map_err(unavailable)?;
         txn.open_table(META).map_err(unavailable)?;
         txn.open_table(SEEN).map_err(unavailable)?;
+        JobTables::open(txn)?;
         Ok(())
     })?;
+    write(&db, index_history)?;
     Ok(db)
 }
 
@@ -366,29 +474,124 @@ impl EmbeddedStore {
     }
 }
 
-/// Deletes jobs past their expiry and their index entries.
-fn purge(db: &Database) -> Result<(), Fault> {
+/// Deletes jobs past their expiry and every index entry naming them (reads
+/// already skip them); returns how many it deleted. Only the expired jobs
+/// are read, through the expiry order.
+fn purge(db: &Database) -> Result<usize, Fault> {
     let now = now_ms();
+    let mut purged = 0;
     write(db, |txn| {
-        let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+        let mut tables = JobTables::open(txn)?;
         let mut index = txn.open_table(INDEX).map_err(unavailable)?;
-        let mut gone = Vec::new();
-        for entry in index.iter().map_err(unavailable)? {
+        let mut due = Vec::new();
+        // `read_job` counts a job gone once `expires_at <= now`.
+        let until = (now.saturating_add(1), "");
+        for entry in tables.expiry.range(..until).map_err(unavailable)? {
             let (key, _) = entry.map_err(unavailable)?;
-            let (created, id) = key.value();
-            if read_job(&jobs, id, now)?.is_none() {
-                gone.push((created, id.to_owned()));
-            }
+            due.push(key.value().1.to_owned());
         }
-        for (created, id) in gone {
-            index.remove((created, id.as_str())).map_err(unavailable)?;
-            jobs.remove(id.as_str()).map_err(unavailable)?;
+        for id in due {
+            if let Some(summary) = tables.delete(&id)? {
+                index
+                    .remove((summary.job.created_at, id.as_str()))
+                    .map_err(unavailable)?;
+                purged += 1;
+            }
         }
         let mut seen = txn.open_table(SEEN).map_err(unavailable)?;
         seen.retain(|_, forget_at| forget_at > now)
             .map_err(unavailable)?;
         Ok(())
-    })
+    })?;
+    Ok(purged)
+}
+
+/// Indexes the jobs of a store file written before the history existed:
+/// once, when it is first opened by a service that keeps the history.
+fn index_history(txn: &WriteTransaction) -> Result<(), Fault> {
+    let mut meta = txn.open_table(META).map_err(unavailable)?;
+    if meta.get(HISTORY_INDEXED).map_err(unavailable)?.is_some() {
+        return Ok(());
+    }
+    let mut tables = JobTables::open(txn)?;
+    let mut ids = Vec::new();
+    for entry in tables.jobs.iter().map_err(unavailable)? {
+        let (id, _) = entry.map_err(unavailable)?;
+        ids.push(id.value().to_owned());
+    }
+    for id in ids {
+        let mut stored = match tables.jobs.get(id.as_str()).map_err(unavailable)? {
+            Some(raw) => parse_stored(raw.value(), &id)?,
+            None => continue,
+        };
+        tables.save(&mut stored)?;
+    }
+    meta.insert(HISTORY_INDEXED, "1").map_err(unavailable)?;
+    Ok(())
+}
+
+/// One page of the history from a read transaction: the wanted status
+/// indexes of the scope, walked newest first below the cursor and merged.
+/// Every index entry names a job in that status (a move is one
+/// transaction), so only expired jobs are skipped; reading stops at one job
+/// more than the page, which proves a next page exists.
+fn history_page(txn: &ReadTransaction, query: &JobQuery) -> Result<JobPage, Fault> {
+    let limit = query.page_size();
+    let history = txn.open_table(HISTORY).map_err(unavailable)?;
+    let summaries = txn.open_table(SUMMARIES).map_err(unavailable)?;
+    let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+    let scope = query
+        .deployment_id
+        .as_deref()
+        .map_or_else(|| ALL_DEPLOYMENTS.to_owned(), deployment_scope);
+    // The least key above every id of the scope.
+    let scope_end = format!("{scope}\0");
+    let mut sources = Vec::new();
+    for status in query.wanted_statuses() {
+        let slot = status.as_str();
+        let lowest = (slot, scope.as_str(), "");
+        let range = match &query.before {
+            Some(cursor) => history.range(lowest..(slot, scope.as_str(), cursor.as_str())),
+            None => history.range(lowest..(slot, scope_end.as_str(), "")),
+        };
+        sources.push(range.map_err(unavailable)?.rev());
+    }
+    let mut heads: Vec<Option<String>> = Vec::with_capacity(sources.len());
+    for source in &mut sources {
+        heads.push(next_id(source)?);
+    }
+    let now = now_ms();
+    let mut found = Vec::new();
+    while found.len() <= limit {
+        let Some((newest, id)) = heads
+            .iter()
+            .enumerate()
+            .filter_map(|(at, head)| Some((at, head.clone()?)))
+            .max_by(|a, b| a.1.cmp(&b.1))
+        else {
+            break;
+        };
+        heads[newest] = next_id(&mut sources[newest])?;
+        let table = if query.with_output { &jobs } else { &summaries };
+        match read_job(table, &id, now)? {
+            Some(stored) if query.matches(&stored.job) => found.push(stored.job),
+            _ => {}
+        }
+    }
+    Ok(JobPage::of(found, limit))
+}
+
+type HistoryRange<'t> =
+    std::iter::Rev<redb::Range<'t, (&'static str, &'static str, &'static str), ()>>;
+
+fn next_id(source: &mut HistoryRange<'_>) -> Result<Option<String>, Fault> {
+    match source.next() {
+        Some(entry) => {
+            let (key, _) = entry.map_err(unavailable)?;
+            Ok(Some(key.value().2.to_owned()))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Whether any of `keys` is still remembered.
@@ -553,8 +756,8 @@ impl Store for EmbeddedStore {
         self.run(move |db, limits| {
             let mut appended = false;
             write(db, |txn| {
-                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                let mut tables = JobTables::open(txn)?;
+                if let Some(mut stored) = read_job(&tables.jobs, &job_id, now_ms())? {
                     if !stored.job.status.is_final() {
                         let change = OutputChange::Append(text);
                         stored.job.output =
@@ -562,7 +765,7 @@ impl Store for EmbeddedStore {
                         if launch.is_some() {
                             stored.job.launch = launch;
                         }
-                        write_job(&mut jobs, &stored)?;
+                        tables.save(&mut stored)?;
                         appended = true;
                     }
                 }
@@ -589,11 +792,11 @@ impl Store for EmbeddedStore {
         self.run(move |db, _| {
             let mut claimed = false;
             write(db, |txn| {
-                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                let mut tables = JobTables::open(txn)?;
+                if let Some(mut stored) = read_job(&tables.jobs, &job_id, now_ms())? {
                     if stored.job.launch_claim.is_none() {
                         stored.job.launch_claim = Some(claimant);
-                        write_job(&mut jobs, &stored)?;
+                        tables.save(&mut stored)?;
                         claimed = true;
                     }
                 }
@@ -608,10 +811,10 @@ impl Store for EmbeddedStore {
         let (job_id, record) = (job_id.to_owned(), record.clone());
         self.run(move |db, _| {
             write(db, |txn| {
-                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                let mut tables = JobTables::open(txn)?;
+                if let Some(mut stored) = read_job(&tables.jobs, &job_id, now_ms())? {
                     stored.job.launch = Some(record);
-                    write_job(&mut jobs, &stored)?;
+                    tables.save(&mut stored)?;
                 }
                 Ok(())
             })
@@ -641,7 +844,7 @@ impl Store for EmbeddedStore {
     async fn jobs_since(&self, since_ms: i64) -> Result<Vec<(i64, JobStatus)>, StoreError> {
         self.read(move |txn| {
             let index = txn.open_table(INDEX).map_err(unavailable)?;
-            let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+            let jobs = txn.open_table(SUMMARIES).map_err(unavailable)?;
             let now = now_ms();
             let mut found = Vec::new();
             for entry in index.range((since_ms, "")..).map_err(unavailable)? {
@@ -654,6 +857,15 @@ impl Store for EmbeddedStore {
             Ok(found)
         })
         .await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, StoreError> {
+        let query = query.clone();
+        self.read(move |txn| history_page(txn, &query)).await
+    }
+
+    async fn trim_history(&self) -> Result<usize, StoreError> {
+        self.run(|db, _| purge(db)).await
     }
 
     async fn forget(&self, keys: &[&str]) -> Result<(), StoreError> {
@@ -742,12 +954,12 @@ impl Store for EmbeddedStore {
         self.run(move |db, _| {
             let mut taken = false;
             write(db, |txn| {
-                let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-                if let Some(mut stored) = read_job(&jobs, &job_id, now_ms())? {
+                let mut tables = JobTables::open(txn)?;
+                if let Some(mut stored) = read_job(&tables.jobs, &job_id, now_ms())? {
                     let open = !stored.job.status.is_final();
                     if open && stored.job.launch_claim.as_deref() == Some(from.as_str()) {
                         stored.job.launch_claim = Some(to);
-                        write_job(&mut jobs, &stored)?;
+                        tables.save(&mut stored)?;
                         taken = true;
                     }
                 }
@@ -840,23 +1052,21 @@ fn start(
 ) -> Result<StartOutcome, Fault> {
     let now = new.created_at;
     let mut locks = txn.open_table(LOCKS).map_err(unavailable)?;
-    let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
+    let mut tables = JobTables::open(txn)?;
     // Decided again inside the write: another start may have come first.
     let status = {
         let queued = txn.open_table(QUEUED).map_err(unavailable)?;
-        match busy_outcome(&locks, &queued, &jobs, &new, on_busy)? {
+        match busy_outcome(&locks, &queued, &tables.jobs, &new, on_busy)? {
             Ok(outcome) => return Ok(outcome),
             Err(status) => status,
         }
     };
     let job = new.into_job(status);
-    write_job(
-        &mut jobs,
-        &StoredJob {
-            job: job.clone(),
-            expires_at: now + limits.open_ttl_ms,
-        },
-    )?;
+    // The job and its history entries in one transaction: never one without the other.
+    tables.save(&mut StoredJob {
+        job: job.clone(),
+        expires_at: now + limits.open_ttl_ms,
+    })?;
     txn.open_table(OPEN)
         .map_err(unavailable)?
         .insert(job.id.as_str(), ())
@@ -891,8 +1101,8 @@ fn apply_update(
 ) -> Result<UpdateOutcome, Fault> {
     let now = now_ms();
     let inventory = {
-        let mut jobs = txn.open_table(JOBS).map_err(unavailable)?;
-        let Some(mut stored) = read_job(&jobs, job_id, now)? else {
+        let mut tables = JobTables::open(txn)?;
+        let Some(mut stored) = read_job(&tables.jobs, job_id, now)? else {
             return Ok(UpdateOutcome::NotFound);
         };
         let current = stored.job.status;
@@ -905,9 +1115,10 @@ fn apply_update(
         stored.job.status = update.status;
         if update.status.is_final() {
             stored.job.finished_at = Some(now);
+            stored.job.exit_code = update.exit_code;
             stored.expires_at = now + limits.job_ttl_ms;
         }
-        write_job(&mut jobs, &stored)?;
+        tables.save(&mut stored)?;
         if !update.status.is_final() {
             return Ok(UpdateOutcome::Applied { promoted: None });
         }

@@ -71,6 +71,8 @@ pub enum OutputChange {
 pub struct JobUpdate {
     pub status: JobStatus,
     pub output: Option<OutputChange>,
+    /// The program's exit code, kept when the update makes the job final.
+    pub exit_code: Option<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -86,6 +88,146 @@ pub enum UpdateOutcome {
     Refused {
         current: JobStatus,
     },
+}
+
+/// Most jobs one history page holds (contract §10: `limit` at most 500).
+pub const MAX_PAGE: usize = 500;
+
+/// A position in the job history: the id of the last job of the previous
+/// page. Job ids are ULIDs, so id order is creation order; a page holds the
+/// jobs strictly older than the cursor, whether or not the job it names
+/// still exists (an expired or never-stored id is still a position).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobCursor(String);
+
+/// A cursor that is not a job id (a ULID), refused before any store access.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("cursor is not a job id")]
+pub struct BadCursor;
+
+impl JobCursor {
+    /// Reads a cursor given by a caller; the canonical (upper-case) ULID is
+    /// kept, so a lower-case spelling pages from the same position.
+    pub fn parse(text: &str) -> Result<JobCursor, BadCursor> {
+        ulid::Ulid::from_string(text)
+            .map(|id| JobCursor(id.to_string()))
+            .map_err(|_| BadCursor)
+    }
+
+    /// The cursor after `job_id`, as the store hands it out.
+    pub(crate) fn after(job_id: &str) -> JobCursor {
+        JobCursor(job_id.to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::str::FromStr for JobCursor {
+    type Err = BadCursor;
+
+    fn from_str(text: &str) -> Result<JobCursor, BadCursor> {
+        JobCursor::parse(text)
+    }
+}
+
+impl std::fmt::Display for JobCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Which jobs of the history to list, newest first.
+#[derive(Clone, Debug, Default)]
+pub struct JobQuery {
+    /// Only this deployment's jobs; `None` for every deployment.
+    pub deployment_id: Option<String>,
+    /// Jobs in any of these statuses; empty for every status.
+    pub statuses: Vec<JobStatus>,
+    /// Page size; the store keeps it within `1..=MAX_PAGE` as well.
+    pub limit: usize,
+    /// Only jobs older than this position (exclusive); `None` from the newest.
+    pub before: Option<JobCursor>,
+    /// Whether listed jobs carry their output. Without it every `output` is
+    /// empty and the store does not read outputs at all: a page may hold
+    /// hundreds of jobs of up to `CD_MAX_OUTPUT` each, which a list never shows.
+    pub with_output: bool,
+}
+
+impl JobQuery {
+    pub(crate) fn page_size(&self) -> usize {
+        self.limit.clamp(1, MAX_PAGE)
+    }
+
+    /// The statuses to read, each once, in the order jobs move through them;
+    /// every status when none is asked for.
+    pub(crate) fn wanted_statuses(&self) -> Vec<JobStatus> {
+        JobStatus::ALL
+            .into_iter()
+            .filter(|status| self.statuses.is_empty() || self.statuses.contains(status))
+            .collect()
+    }
+
+    pub(crate) fn matches(&self, job: &Job) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&job.status))
+            && self
+                .deployment_id
+                .as_ref()
+                .is_none_or(|deployment| *deployment == job.deployment_id)
+    }
+}
+
+/// One page of the job history.
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobPage {
+    /// Newest first.
+    pub jobs: Vec<Job>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<JobCursor>,
+}
+
+impl JobPage {
+    /// Cuts `found` (up to one job more than a page, newest first) to `limit`;
+    /// the extra job, when there is one, proves a next page exists.
+    pub(crate) fn of(mut found: Vec<Job>, limit: usize) -> JobPage {
+        if found.len() <= limit {
+            return JobPage {
+                jobs: found,
+                next: None,
+            };
+        }
+        found.truncate(limit);
+        let next = found.last().map(|job| JobCursor::after(&job.id));
+        JobPage { jobs: found, next }
+    }
+}
+
+/// Merges the newest ids of several history indexes, each read newest first
+/// and cut at `batch` entries: the ids (each once, newest first) whose order
+/// is known for sure, at most `take` of them, and whether older ids may
+/// follow. Below the oldest id of an index that filled its batch, another
+/// index's ids may be missing, so the merge stops there.
+pub(crate) fn merge_newest(
+    lists: Vec<Vec<String>>,
+    batch: usize,
+    take: usize,
+) -> (Vec<String>, bool) {
+    let frontier = lists
+        .iter()
+        .filter(|list| list.len() >= batch)
+        .filter_map(|list| list.last())
+        .max()
+        .cloned();
+    let mut ids: Vec<String> = lists.into_iter().flatten().collect();
+    ids.sort_unstable_by(|a, b| b.cmp(a));
+    ids.dedup();
+    if let Some(frontier) = &frontier {
+        ids.retain(|id| id >= frontier);
+    }
+    let more = frontier.is_some() || ids.len() > take;
+    ids.truncate(take);
+    (ids, more)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -199,6 +341,15 @@ pub trait Store: Send + Sync + 'static {
     /// `(created_at, status)` of every job created at or after `since_ms`.
     async fn jobs_since(&self, since_ms: i64) -> Result<Vec<(i64, JobStatus)>, StoreError>;
 
+    /// A page of the job history, newest first (see [`JobQuery`]). Paging
+    /// with [`JobPage::next`] never repeats a job, and skips none that
+    /// matched the query all along, however many jobs start meanwhile.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, StoreError>;
+    /// Forgets the history entries of jobs that expired; returns how many
+    /// jobs it forgot. Listing already skips them: this keeps the indexes
+    /// from growing (run by the sweep).
+    async fn trim_history(&self) -> Result<usize, StoreError>;
+
     /// Remembers `keys` for `ttl_ms` (webhook deliveries seen, OIDC token ids
     /// used): true if none was remembered yet; false, and nothing changed,
     /// if any still is.
@@ -220,4 +371,59 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores `proposed` as the signing key unless one exists; returns the kept key.
     async fn signing_key(&self, proposed: &str) -> Result<String, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(ids: &[&str]) -> Vec<String> {
+        ids.iter().map(|id| (*id).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_merge_stops_where_a_full_index_may_hide_older_ids() {
+        // The first index filled its batch of 2: below "08" it may hold ids
+        // newer than "05", so only "09" and "08" are known to come first.
+        let (ids, more) = merge_newest(vec![list(&["09", "08"]), list(&["07", "05"])], 2, 10);
+        assert_eq!(ids, list(&["09", "08"]));
+        assert!(more);
+    }
+
+    #[test]
+    fn a_merge_of_exhausted_indexes_takes_everything_once() {
+        let (ids, more) = merge_newest(vec![list(&["09", "03"]), list(&["09", "05"])], 3, 10);
+        assert_eq!(ids, list(&["09", "05", "03"]));
+        assert!(!more);
+        let (ids, more) = merge_newest(vec![list(&["09", "03"]), list(&["05"])], 3, 2);
+        assert_eq!(ids, list(&["09", "05"]));
+        assert!(more, "one id was left for the next round");
+        assert_eq!(merge_newest(vec![vec![], vec![]], 3, 2), (vec![], false));
+    }
+
+    #[test]
+    fn cursors_are_canonical_job_ids() {
+        let id = ulid::Ulid::new().to_string();
+        let lower = JobCursor::parse(&id.to_lowercase()).expect("a lower-case ULID");
+        assert_eq!(lower.as_str(), id);
+        assert_eq!(JobCursor::parse("x"), Err(BadCursor));
+    }
+
+    #[test]
+    fn a_page_of_one_job_too_many_has_a_next_cursor() {
+        let job = |id: &str| {
+            crate::domain::NewJob {
+                id: id.to_owned(),
+                deployment_id: "app".to_owned(),
+                inventory: "inv".to_owned(),
+                trigger: crate::domain::Trigger::of_kind(crate::domain::TriggerKind::Secret),
+                created_at: 0,
+            }
+            .into_job(JobStatus::Queued)
+        };
+        let page = JobPage::of(vec![job("3"), job("2"), job("1")], 2);
+        assert_eq!(page.jobs.len(), 2);
+        assert_eq!(page.next, Some(JobCursor::after("2")));
+        assert_eq!(JobPage::of(vec![job("3"), job("2")], 2).next, None);
+    }
 }

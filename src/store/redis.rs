@@ -15,8 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::redis_address::RedisAddress;
 pub use super::redis_address::RedisConnectOptions;
 use super::{
-    parse_app, AppRecord, JobLimits, JobUpdate, OutputChange, StartOutcome, Store, StoreError,
-    StoredApp, UpdateOutcome, TRUNCATION_MARKER,
+    merge_newest, parse_app, AppRecord, JobLimits, JobPage, JobQuery, JobUpdate, OutputChange,
+    StartOutcome, Store, StoreError, StoredApp, UpdateOutcome, TRUNCATION_MARKER,
 };
 use crate::domain::{
     is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Trigger,
@@ -31,6 +31,8 @@ struct Scripts {
     set_field: Script,
     append: Script,
     remember: Script,
+    trim_history: Script,
+    index_history: Script,
 }
 
 /// The statuses the scripts test, written from [`JobStatus`]'s one table
@@ -39,11 +41,16 @@ fn status_prelude() -> String {
     let finals: Vec<String> = JobStatus::finals()
         .map(|status| format!("['{status}'] = true"))
         .collect();
+    let all: Vec<String> = JobStatus::ALL
+        .iter()
+        .map(|status| format!("'{status}'"))
+        .collect();
     format!(
-        "local FINAL = {{{}}}\nlocal WAITING = '{}'\nlocal LOCK_HOLDER = '{}'\n",
+        "local FINAL = {{{}}}\nlocal WAITING = '{}'\nlocal LOCK_HOLDER = '{}'\nlocal STATUSES = {{{}}}\n",
         finals.join(", "),
         JobStatus::WAITING,
-        JobStatus::LOCK_HOLDER
+        JobStatus::LOCK_HOLDER,
+        all.join(", ")
     )
 }
 
@@ -58,6 +65,8 @@ impl Scripts {
             set_field: Script::new(include_str!("lua/set_field.lua")),
             append: script(include_str!("lua/append.lua")),
             remember: Script::new(include_str!("lua/remember.lua")),
+            trim_history: script(include_str!("lua/trim_history.lua")),
+            index_history: script(include_str!("lua/index_history.lua")),
         }
     }
 }
@@ -240,12 +249,63 @@ impl RedisStore {
     ) -> Result<RedisStore, StoreError> {
         let address = RedisAddress::parse_with(url.expose_secret(), options)
             .map_err(|_| StoreError::Unavailable("CD_REDIS_URL is not a valid Redis URL".into()))?;
-        Ok(RedisStore {
+        let store = RedisStore {
             slot: Arc::new(ConnectionSlot::open(address).await?),
             prefix: prefix.to_owned(),
             limits,
             scripts: Scripts::load(),
-        })
+        };
+        if let Err(error) = store.index_history().await {
+            tracing::warn!(%error, "job history: indexing older jobs failed; the next start tries again");
+        }
+        Ok(store)
+    }
+
+    /// Indexes the jobs of a store written before the history existed, once.
+    /// Replicas starting together may both do it: a job already indexed is
+    /// skipped, and each job is read and indexed in one script.
+    async fn index_history(&self) -> Result<(), StoreError> {
+        let mut connection = self.connection();
+        let marker = self.key(HISTORY_INDEXED);
+        let done: bool = connection.exists(&marker).await.map_err(unavailable)?;
+        if done {
+            return Ok(());
+        }
+        let mut cursor: u64 = 0;
+        let mut indexed = 0;
+        loop {
+            // Every job lives in the load index (`jobs`) until long after it expired.
+            let (next, entries): (u64, Vec<String>) = redis::cmd("ZSCAN")
+                .arg(self.key("jobs"))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(TRIM_BATCH)
+                .query_async(&mut connection)
+                .await
+                .map_err(unavailable)?;
+            let ids: Vec<&String> = entries.iter().step_by(2).collect();
+            if !ids.is_empty() {
+                let mut invocation = self.scripts.index_history.prepare_invoke();
+                invocation.arg(&self.prefix).arg(now_ms()).arg(ids);
+                let count: usize = invocation
+                    .invoke_async(&mut connection)
+                    .await
+                    .map_err(unavailable)?;
+                indexed += count;
+            }
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        connection
+            .set::<_, _, ()>(&marker, 1)
+            .await
+            .map_err(unavailable)?;
+        if indexed > 0 {
+            tracing::info!(indexed, "job history: indexed the jobs stored before it");
+        }
+        Ok(())
     }
 
     fn key(&self, name: &str) -> String {
@@ -258,6 +318,81 @@ impl RedisStore {
 
     fn connection(&self) -> Connection {
         self.slot.connection()
+    }
+
+    /// The history index of `status` jobs: of one deployment, or of all.
+    /// (The scripts name the same keys: `history_keys` in common.lua.)
+    fn history_key(&self, status: JobStatus, deployment_id: Option<&str>) -> String {
+        match deployment_id {
+            Some(deployment_id) => format!("{}history:{status}:d:{deployment_id}", self.prefix),
+            None => format!("{}history:{status}:all", self.prefix),
+        }
+    }
+
+    /// The newest `batch` ids of each index older than `before`, read in
+    /// one atomic step, so that a job changing status in between is seen in
+    /// one index or the other, never in neither.
+    async fn newest_ids(
+        &self,
+        connection: &mut Connection,
+        indexes: &[String],
+        before: Option<&str>,
+        batch: usize,
+    ) -> Result<Vec<Vec<String>>, StoreError> {
+        let max = before.map_or_else(|| "+".to_owned(), |id| format!("({id}"));
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for index in indexes {
+            pipe.cmd("ZREVRANGEBYLEX")
+                .arg(index)
+                .arg(&max)
+                .arg("-")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(batch);
+        }
+        pipe.query_async(connection).await.map_err(unavailable)
+    }
+
+    /// The jobs of `ids` that still exist, in that order, read in one round
+    /// trip; without `with_output`, their outputs are not read.
+    async fn jobs_by_id(
+        &self,
+        connection: &mut Connection,
+        ids: &[String],
+        with_output: bool,
+    ) -> Result<Vec<Job>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut pipe = redis::pipe();
+        for id in ids {
+            if with_output {
+                pipe.hgetall(self.job_key(id));
+            } else {
+                pipe.hget(self.job_key(id), &SUMMARY_FIELDS[..]);
+            }
+        }
+        let mut jobs = Vec::with_capacity(ids.len());
+        if with_output {
+            let hashes: Vec<HashMap<String, Vec<u8>>> =
+                pipe.query_async(connection).await.map_err(unavailable)?;
+            for (id, fields) in ids.iter().zip(hashes) {
+                jobs.extend(parse_job(id, fields)?);
+            }
+        } else {
+            let rows: Vec<Vec<Option<Vec<u8>>>> =
+                pipe.query_async(connection).await.map_err(unavailable)?;
+            for (id, values) in ids.iter().zip(rows) {
+                let fields = SUMMARY_FIELDS
+                    .iter()
+                    .zip(values)
+                    .filter_map(|(name, value)| Some(((*name).to_owned(), value?)))
+                    .collect();
+                jobs.extend(parse_job(id, fields)?);
+            }
+        }
+        Ok(jobs)
     }
 
     /// Sets one field of an existing job (never creating one); with
@@ -280,6 +415,30 @@ impl RedisStore {
             .map_err(unavailable)
     }
 }
+
+/// Set once the jobs stored before the history existed are indexed.
+const HISTORY_INDEXED: &str = "history-indexed";
+
+/// Expired jobs whose history entries one trim script forgets at most: a
+/// script blocks the server while it runs.
+const TRIM_BATCH: usize = 200;
+/// Scripts one trim runs at most; the next sweep goes on from there.
+const TRIM_ROUNDS: usize = 50;
+
+/// Every field of a job hash that [`parse_job`] reads, but the output: what
+/// a history page reads of each job.
+const SUMMARY_FIELDS: [&str; 10] = [
+    "deployment_id",
+    "exit_code",
+    "inventory",
+    "status",
+    "trigger",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "launch",
+    "launch_claim",
+];
 
 /// Builds a job from its hash; `None` when the hash is empty (no such job).
 fn parse_job(
@@ -316,6 +475,7 @@ fn parse_job(
         created_at: number(text("created_at")).ok_or_else(corrupt)?,
         started_at: number(text("started_at")),
         finished_at: number(text("finished_at")),
+        exit_code: text("exit_code").and_then(|code| code.parse().ok()),
         launch,
         launch_claim: text("launch_claim"),
     }))
@@ -478,6 +638,12 @@ impl Store for RedisStore {
             .arg(self.limits.job_ttl_ms)
             .arg(self.limits.lock_ttl_ms)
             .arg(&self.prefix)
+            .arg(
+                update
+                    .exit_code
+                    .map(|code| code.to_string())
+                    .unwrap_or_default(),
+            )
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
@@ -622,6 +788,63 @@ impl Store for RedisStore {
             .into_iter()
             .filter_map(|(created, status)| Some((created?, JobStatus::parse(&status?)?)))
             .collect())
+    }
+
+    /// Reads each wanted status index and merges them newest first. An
+    /// index entry whose job expired (its hash gone) is skipped, and so is a
+    /// job that left the wanted statuses since the indexes were read; then
+    /// the indexes are read again below what was seen, until one job more
+    /// than the page is found (a next page exists) or the indexes end.
+    async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, StoreError> {
+        let limit = query.page_size();
+        let wanted = limit + 1;
+        let indexes: Vec<String> = query
+            .wanted_statuses()
+            .into_iter()
+            .map(|status| self.history_key(status, query.deployment_id.as_deref()))
+            .collect();
+        let mut connection = self.connection();
+        let mut before = query
+            .before
+            .as_ref()
+            .map(|cursor| cursor.as_str().to_owned());
+        let mut found: Vec<Job> = Vec::with_capacity(wanted);
+        loop {
+            let lists = self
+                .newest_ids(&mut connection, &indexes, before.as_deref(), wanted)
+                .await?;
+            let (ids, more) = merge_newest(lists, wanted, wanted - found.len());
+            let jobs = self
+                .jobs_by_id(&mut connection, &ids, query.with_output)
+                .await?;
+            found.extend(jobs.into_iter().filter(|job| query.matches(job)));
+            match ids.last() {
+                Some(last) if more && found.len() < wanted => before = Some(last.clone()),
+                _ => break,
+            }
+        }
+        Ok(JobPage::of(found, limit))
+    }
+
+    async fn trim_history(&self) -> Result<usize, StoreError> {
+        let mut forgotten = 0;
+        for _ in 0..TRIM_ROUNDS {
+            let (trimmed, due): (usize, usize) = self
+                .scripts
+                .trim_history
+                .key(self.key("history:expiring"))
+                .arg(&self.prefix)
+                .arg(now_ms())
+                .arg(TRIM_BATCH)
+                .invoke_async(&mut self.connection())
+                .await
+                .map_err(unavailable)?;
+            forgotten += trimmed;
+            if due < TRIM_BATCH {
+                break;
+            }
+        }
+        Ok(forgotten)
     }
 
     async fn remember(&self, keys: &[&str], ttl_ms: i64) -> Result<bool, StoreError> {

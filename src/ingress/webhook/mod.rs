@@ -212,7 +212,7 @@ pub fn verify(
 }
 
 /// One started (or refused) deployment of an accepted delivery.
-#[derive(Clone, Debug, Serialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct StartedJob {
     pub deployment_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -321,7 +321,7 @@ impl Ingress {
             let request = StartRequest {
                 deployment_id: app.deployment_id,
                 inventory: app.inventory,
-                trigger: trigger.clone(),
+                trigger: trigger.clone().granted_by(&policy.file),
                 on_busy: policy.on_busy,
             };
             jobs.push(match self.lifecycle.start(request).await {

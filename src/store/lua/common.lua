@@ -1,5 +1,36 @@
--- Shared by the scripts that change jobs. FINAL, WAITING and LOCK_HOLDER are
--- written before this file from the Rust status table (redis.rs).
+-- Shared by the scripts that change jobs. FINAL, WAITING, LOCK_HOLDER and
+-- STATUSES are written before this file from the Rust status table (redis.rs).
+
+-- The history indexes of a status: every job in it, and the deployment's
+-- jobs in it. Members are job ids under one score, so they sort by id
+-- (ULIDs: creation order); the deployment id comes last, so any id is safe.
+local function history_keys(prefix, status, deployment)
+  local base = prefix .. 'history:' .. status .. ':'
+  return base .. 'all', base .. 'd:' .. deployment
+end
+
+local function history_add(prefix, status, deployment, id)
+  local all, own = history_keys(prefix, status, deployment)
+  redis.call('ZADD', all, 0, id)
+  redis.call('ZADD', own, 0, id)
+end
+
+-- Moves a job between status indexes, in the step that changes its status,
+-- so that a job is always indexed under the status it has.
+local function history_move(prefix, job, id, from, to)
+  if from == to then return end
+  local deployment = redis.call('HGET', job, 'deployment_id')
+  local all, own = history_keys(prefix, from, deployment)
+  redis.call('ZREM', all, id)
+  redis.call('ZREM', own, id)
+  history_add(prefix, to, deployment, id)
+end
+
+-- When the job's hash expires (Unix ms): the history trim forgets its
+-- entries then. Hashes expire by TTL alone, so nothing else removes them.
+local function history_expires(prefix, id, deployment, at)
+  redis.call('ZADD', prefix .. 'history:expiring', at, cjson.encode({id, deployment}))
+end
 
 -- Keeps at most `max` bytes of `output`: the newest bytes win behind the
 -- marker, and the cut never starts inside a UTF-8 character.
@@ -27,5 +58,6 @@ local function promote(prefix, inventory, lock_ttl, now)
   if redis.call('HGET', job, 'status') ~= WAITING then return false end
   redis.call('SET', lock, queued, 'PX', lock_ttl)
   redis.call('HSET', job, 'status', LOCK_HOLDER, 'started_at', now, 'updated_at', now)
+  history_move(prefix, job, queued, WAITING, LOCK_HOLDER)
   return queued
 end

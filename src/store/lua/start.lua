@@ -9,6 +9,8 @@ local function create(status)
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   redis.call('SADD', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])
+  history_add(ARGV[9], status, ARGV[6], ARGV[1])
+  history_expires(ARGV[9], ARGV[1], ARGV[6], tonumber(ARGV[5]) + tonumber(ARGV[4]))
 end
 
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[3]) then

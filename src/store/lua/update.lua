@@ -1,7 +1,8 @@
 -- KEYS: job, open set
 -- ARGV: job id, new status, allowed sources (",a,b,"), output mode
 --       (none|replace|append), output text, max output bytes, truncation marker,
---       now ms, is final (1|0), job ttl ms, lock ttl ms, key prefix
+--       now ms, is final (1|0), job ttl ms, lock ttl ms, key prefix,
+--       exit code ('' when none)
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {'not_found'} end
 if not string.find(ARGV[3], ',' .. current .. ',', 1, true) then
@@ -16,11 +17,15 @@ if ARGV[4] ~= 'none' then
   redis.call('HSET', KEYS[1], 'output', output)
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[8])
+history_move(ARGV[12], KEYS[1], ARGV[1], current, ARGV[2])
 if ARGV[9] ~= '1' then return {'applied', ''} end
 
 redis.call('HSET', KEYS[1], 'finished_at', ARGV[8])
+if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'exit_code', ARGV[13]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 redis.call('SREM', KEYS[2], ARGV[1])
+local deployment = redis.call('HGET', KEYS[1], 'deployment_id')
+history_expires(ARGV[12], ARGV[1], deployment, tonumber(ARGV[8]) + tonumber(ARGV[10]))
 local inventory = redis.call('HGET', KEYS[1], 'inventory')
 local lock = ARGV[12] .. 'lock:' .. inventory
 -- compare-and-delete: only the job that owns the lock releases it

@@ -1,0 +1,311 @@
+//! The jobs API (contract §10): the job history and one job, for the admin,
+//! the viewer, a job's status token or an OIDC job token. Who may read what
+//! is `JobAccess`'s answer; here requests are only read and answers shaped.
+
+use axum::extract::{FromRequestParts, Path, RawQuery, State};
+use axum::http::request::Parts;
+use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::error::{ApiError, ErrorBody};
+use super::extract::Bearer;
+use super::AppState;
+use crate::access::{ApiCaller, Denied, ListScope};
+use crate::domain::{is_plausible_job_id, rfc3339_of_ms, Job, JobStatus, Trigger, TriggerKind};
+use crate::store::{JobCursor, JobPage, JobQuery};
+
+/// Jobs per page when `limit` is not given, and the most a page may hold.
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 500;
+
+/// The caller, from `Authorization: Bearer`; a missing or invalid token is 401.
+pub struct Caller(pub ApiCaller);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Bearer(token) = Bearer::from_request_parts(parts, state).await?;
+        let caller = state.access.api_caller(token.as_deref()).await?;
+        Ok(Caller(caller))
+    }
+}
+
+/// The jobs API's answer to a job out of reach: 404, as for no job at all.
+fn api_error(denied: Denied) -> ApiError {
+    match denied {
+        Denied::JobNotFound | Denied::AppNotFound => ApiError::NotFound("job not found"),
+        other => other.into(),
+    }
+}
+
+/// A job's trigger and the facts it brought, as the API shows them; a
+/// fact is present when known.
+#[derive(Serialize, ToSchema)]
+pub struct TriggerView {
+    kind: TriggerKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    provider: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repository: Option<String>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    git_ref: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sha: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sender: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delivery_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    policy: Option<String>,
+}
+
+impl From<Trigger> for TriggerView {
+    fn from(trigger: Trigger) -> TriggerView {
+        let provider = match trigger.kind {
+            TriggerKind::Secret => None,
+            TriggerKind::GithubWebhook | TriggerKind::GithubOidc => Some("github"),
+            TriggerKind::GitlabWebhook | TriggerKind::GitlabOidc => Some("gitlab"),
+        };
+        TriggerView {
+            kind: trigger.kind,
+            provider,
+            event: trigger.event,
+            repository: trigger.repository,
+            git_ref: trigger.git_ref,
+            sha: trigger.sha,
+            sender: trigger.actor,
+            delivery_id: trigger.delivery_id,
+            issuer: trigger.issuer,
+            subject: trigger.subject,
+            policy: trigger.policy,
+        }
+    }
+}
+
+/// `Job` of contract §10; `output` only where one job is asked for. Times
+/// are RFC 3339 UTC.
+#[derive(Serialize, ToSchema)]
+pub struct ApiJob {
+    job_id: String,
+    deployment_id: String,
+    inventory: String,
+    status: JobStatus,
+    created_at: String,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    trigger: TriggerView,
+    /// The program's exit code, when its exit ended the job.
+    exit_code: Option<i32>,
+    /// Not recorded yet by this version: always null.
+    cancelled_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: Option<String>,
+}
+
+impl ApiJob {
+    fn of(job: Job, with_output: bool) -> ApiJob {
+        ApiJob {
+            job_id: job.id,
+            deployment_id: job.deployment_id,
+            inventory: job.inventory,
+            status: job.status,
+            created_at: rfc3339_of_ms(job.created_at),
+            started_at: job.started_at.map(rfc3339_of_ms),
+            finished_at: job.finished_at.map(rfc3339_of_ms),
+            trigger: job.trigger.into(),
+            exit_code: job.exit_code,
+            cancelled_by: None,
+            output: with_output.then_some(job.output),
+        }
+    }
+}
+
+/// One page of the history, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct JobList {
+    jobs: Vec<ApiJob>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    next_cursor: Option<String>,
+}
+
+/// `?deployment_id=&status=&limit=&cursor=`, each checked; a bad or unknown
+/// parameter is a 400 naming it.
+fn list_query(raw: Option<&str>) -> Result<JobQuery, ApiError> {
+    let mut query = JobQuery {
+        limit: DEFAULT_LIMIT,
+        ..JobQuery::default()
+    };
+    let pairs = form_urlencoded::parse(raw.unwrap_or_default().as_bytes());
+    for (name, value) in pairs {
+        let bad = |reason: &str| ApiError::BadRequest(format!("{name}: {reason}"));
+        match name.as_ref() {
+            "deployment_id" if value.is_empty() || value.len() > 256 => {
+                return Err(bad("must be 1 to 256 characters"))
+            }
+            "deployment_id" => query.deployment_id = Some(value.into_owned()),
+            "status" => match JobStatus::parse(&value) {
+                Some(status) => query.statuses.push(status),
+                None => return Err(bad("must be queued, starting, running, success or error")),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(limit) if (1..=MAX_LIMIT).contains(&limit) => query.limit = limit,
+                _ => return Err(bad("must be a whole number from 1 to 500")),
+            },
+            "cursor" => match JobCursor::parse(&value) {
+                Ok(cursor) => query.before = Some(cursor),
+                Err(_) => return Err(bad("not a cursor this API handed out")),
+            },
+            _ => return Err(ApiError::BadRequest(format!("unknown parameter `{name}`"))),
+        }
+    }
+    Ok(query)
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs", tag = "jobs",
+    summary = "The job history, newest first",
+    description = "Every job the caller may read: all of them for the admin and viewer tokens, the \
+deployments its policies grant for an OIDC job token, its one job for a status token. Paging with \
+`cursor` never repeats or skips a job, even while new jobs start.",
+    params(
+        ("deployment_id" = Option<String>, Query, description = "Only this deployment's jobs"),
+        ("status" = Option<Vec<JobStatus>>, Query, description = "Only jobs in this status; may repeat"),
+        ("limit" = Option<usize>, Query, description = "Jobs per page, 1 to 500 (default 50)"),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    security(("admin_token" = []), ("viewer_token" = []), ("job_token" = [])),
+    responses(
+        (status = 200, description = "One page", body = JobList),
+        (status = 400, description = "A bad or unknown parameter, named", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 503, description = "Store unavailable, try again", body = ErrorBody),
+    ))]
+pub async fn list_jobs(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<JobList>, ApiError> {
+    let query = list_query(raw.as_deref())?;
+    let scope = state.access.list_scope(&caller).await.map_err(api_error)?;
+    let page = match scope {
+        ListScope::All => state.store.list_jobs(&query).await?,
+        ListScope::Job(job_id) => {
+            let job = state.store.job(&job_id).await?;
+            let before = |job: &Job| {
+                query
+                    .before
+                    .as_ref()
+                    .is_none_or(|c| job.id.as_str() < c.as_str())
+            };
+            JobPage {
+                jobs: job
+                    .filter(|job| query.matches(job) && before(job))
+                    .into_iter()
+                    .collect(),
+                next: None,
+            }
+        }
+        ListScope::Deployments(granted) => granted_page(&state, &query, granted).await?,
+    };
+    Ok(Json(JobList {
+        jobs: page
+            .jobs
+            .into_iter()
+            .map(|job| ApiJob::of(job, false))
+            .collect(),
+        next_cursor: page.next.map(|cursor| cursor.as_str().to_owned()),
+    }))
+}
+
+/// A page of the jobs of the deployments an OIDC token is granted: each
+/// deployment's own page, merged newest first. Cursors are job ids, so the
+/// next page starts after the last job shown whichever deployment it is of.
+async fn granted_page(
+    state: &AppState,
+    query: &JobQuery,
+    granted: Vec<String>,
+) -> Result<JobPage, ApiError> {
+    let deployments: Vec<String> = match &query.deployment_id {
+        Some(asked) => granted.into_iter().filter(|id| id == asked).collect(),
+        None => granted,
+    };
+    let mut jobs = Vec::new();
+    let mut more = false;
+    for deployment_id in deployments {
+        let one = JobQuery {
+            deployment_id: Some(deployment_id),
+            ..query.clone()
+        };
+        let page = state.store.list_jobs(&one).await?;
+        more |= page.next.is_some();
+        jobs.extend(page.jobs);
+    }
+    jobs.sort_by(|a, b| b.id.cmp(&a.id));
+    more |= jobs.len() > query.limit;
+    jobs.truncate(query.limit);
+    let next = more
+        .then(|| jobs.last().and_then(|job| JobCursor::parse(&job.id).ok()))
+        .flatten();
+    Ok(JobPage { jobs, next })
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}", tag = "jobs",
+    summary = "One job, with its output",
+    params(("job_id" = String, Path, description = "The job's id (a ULID)",
+        example = "01HZX3K6V9Q2T7B8C4D5E6F7G8")),
+    security(("admin_token" = []), ("viewer_token" = []), ("job_token" = [])),
+    responses(
+        (status = 200, description = "The job", body = ApiJob),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such job, or one out of the caller's reach", body = ErrorBody),
+        (status = 503, description = "Store unavailable, try again", body = ErrorBody),
+    ))]
+pub async fn get_job(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(job_id): Path<String>,
+) -> Result<Json<ApiJob>, ApiError> {
+    if !is_plausible_job_id(&job_id) {
+        return Err(ApiError::NotFound("job not found"));
+    }
+    let job = state
+        .access
+        .api_job(&caller, &job_id)
+        .await
+        .map_err(api_error)?;
+    Ok(Json(ApiJob::of(job, true)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_parameters_are_checked_and_named_when_bad() {
+        let query = list_query(Some("deployment_id=app&status=error&status=queued&limit=7"))
+            .expect("a valid query");
+        assert_eq!(query.deployment_id.as_deref(), Some("app"));
+        assert_eq!(query.statuses, [JobStatus::Error, JobStatus::Queued]);
+        assert_eq!(query.limit, 7);
+        assert_eq!(list_query(None).expect("no query").limit, DEFAULT_LIMIT);
+        for (raw, named) in [
+            ("status=done", "status"),
+            ("limit=0", "limit"),
+            ("limit=501", "limit"),
+            ("limit=x", "limit"),
+            ("cursor=nope", "cursor"),
+            ("deployment_id=", "deployment_id"),
+            ("colour=red", "colour"),
+        ] {
+            let error = list_query(Some(raw)).expect_err(raw).to_string();
+            assert!(error.contains(named), "{raw}: {error}");
+        }
+    }
+}
