@@ -180,6 +180,17 @@ impl JobAccess {
         })
     }
 
+    /// Admin and viewer read every deployment; a job's own token does not.
+    pub fn may_read_all(&self, caller: &ApiCaller) -> Result<(), Denied> {
+        match caller {
+            ApiCaller::Admin | ApiCaller::Viewer => Ok(()),
+            _ => Err(self.refuse(
+                Refusal::ApiReadOnly,
+                Denied::Forbidden("only the admin and viewer tokens list deployments"),
+            )),
+        }
+    }
+
     /// Only the admin acts (cancel); a reader asking to is refused with 403.
     pub fn may_act(&self, caller: &ApiCaller) -> Result<(), Denied> {
         match caller {

@@ -301,4 +301,68 @@ async fn an_oidc_token_lists_the_jobs_of_the_deployments_its_policies_grant() {
     assert_eq!(code, 404, "a job of a deployment it is not granted");
     let (_, none) = get(&app, "/api/v1/jobs?deployment_id=app-other", Some(&token)).await;
     assert_eq!(ids(&none), Vec::<String>::new());
+
+    let (code, refused) = get(&app, "/api/v1/deployments", Some(&token)).await;
+    assert_eq!(
+        code, 403,
+        "a job token does not list deployments: {refused}"
+    );
+    let (code, listed) = get(&app, "/api/v1/deployments", Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 200, "{listed}");
+    let ingress: Vec<(&str, &Value)> = listed["deployments"]
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|d| (d["deployment_id"].as_str().unwrap_or(""), &d["ingress"]))
+        .collect();
+    assert_eq!(
+        ingress,
+        [
+            ("app-granted", &serde_json::json!(["secret", "oidc"])),
+            ("app-other", &serde_json::json!(["secret"])),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn deployments_show_their_last_job_to_admin_and_viewer() {
+    let app = service(Backend::Embedded).await;
+    app.set_apps(&[
+        ("app-b", "ok-b"),
+        ("app-a", "fail-a"),
+        ("app-idle", "ok-idle"),
+    ])
+    .await;
+    finished_job(&app, "app-a").await;
+    let last_a = finished_job(&app, "app-a").await;
+    let last_b = finished_job(&app, "app-b").await;
+
+    for token in [ADMIN_TOKEN, VIEWER_TOKEN] {
+        let (code, listed) = get(&app, "/api/v1/deployments", Some(token)).await;
+        assert_eq!(code, 200, "{listed}");
+        let deployments = listed["deployments"].as_array().expect("a list");
+        let summary: Vec<(&str, &str, &Value)> = deployments
+            .iter()
+            .map(|d| {
+                (
+                    d["deployment_id"].as_str().unwrap_or(""),
+                    d["inventory"].as_str().unwrap_or(""),
+                    &d["last_job"]["job_id"],
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("app-a", "fail-a", &Value::from(last_a.as_str())),
+                ("app-b", "ok-b", &Value::from(last_b.as_str())),
+                ("app-idle", "ok-idle", &Value::Null),
+            ],
+            "by id, each with its newest job"
+        );
+        assert_eq!(deployments[0]["last_job"]["status"], "error");
+        assert_eq!(deployments[2]["last_job"], Value::Null);
+    }
+    let (code, _) = get(&app, "/api/v1/deployments", None).await;
+    assert_eq!(code, 401);
 }

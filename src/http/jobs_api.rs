@@ -283,6 +283,92 @@ pub async fn get_job(
     Ok(Json(ApiJob::of(job, true)))
 }
 
+/// A way a deployment can be asked for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Ingress {
+    Secret,
+    Webhook,
+    Oidc,
+}
+
+/// A deployment of the app list, how it can be asked for and its last job.
+#[derive(Serialize, ToSchema)]
+pub struct DeploymentView {
+    deployment_id: String,
+    inventory: String,
+    ingress: Vec<Ingress>,
+    last_job: Option<ApiJob>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeploymentList {
+    deployments: Vec<DeploymentView>,
+}
+
+#[utoipa::path(get, path = "/api/v1/deployments", tag = "jobs",
+    summary = "Every deployment, how it can be asked for, and its last job",
+    description = "From the app list and the policies: `secret` when the app has a deployment secret, \
+`webhook` and `oidc` when a policy file grants it to deliveries or job tokens.",
+    security(("admin_token" = []), ("viewer_token" = [])),
+    responses(
+        (status = 200, description = "Every deployment, by id", body = DeploymentList),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "A job's own token (status or OIDC)", body = ErrorBody),
+        (status = 503, description = "Store unavailable, try again", body = ErrorBody),
+    ))]
+pub async fn list_deployments(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+) -> Result<Json<DeploymentList>, ApiError> {
+    state.access.may_read_all(&caller)?;
+    let mut apps = state.store.apps().await?;
+    apps.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
+    let policies = state.policies.current();
+    let last_jobs = apps.iter().map(|app| {
+        let query = JobQuery {
+            deployment_id: Some(app.deployment_id.clone()),
+            limit: 1,
+            ..JobQuery::default()
+        };
+        let store = &state.store;
+        async move { store.list_jobs(&query).await }
+    });
+    let last_jobs = futures::future::try_join_all(last_jobs).await?;
+    let deployments = apps
+        .into_iter()
+        .zip(last_jobs)
+        .map(|(app, page)| {
+            let granted = policies
+                .policies
+                .iter()
+                .filter(|policy| policy.deployment_id == app.deployment_id);
+            let mut ingress = Vec::new();
+            if app.secret.is_some() {
+                ingress.push(Ingress::Secret);
+            }
+            let (mut webhook, mut oidc) = (false, false);
+            for policy in granted {
+                webhook |= !policy.webhooks.is_empty();
+                oidc |= !policy.oidc.is_empty();
+            }
+            ingress.extend(webhook.then_some(Ingress::Webhook));
+            ingress.extend(oidc.then_some(Ingress::Oidc));
+            DeploymentView {
+                deployment_id: app.deployment_id,
+                inventory: app.inventory,
+                ingress,
+                last_job: page
+                    .jobs
+                    .into_iter()
+                    .next()
+                    .map(|job| ApiJob::of(job, false)),
+            }
+        })
+        .collect();
+    Ok(Json(DeploymentList { deployments }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
