@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use enac_cd::client::healthcheck::{healthcheck, HealthcheckArgs};
+use enac_cd::client::jobs::{cancel, jobs, logs, CancelArgs, JobsArgs, LogsArgs};
 use enac_cd::client::{deploy, DeployArgs};
 use enac_cd::config::{merge_config_file, Settings};
 
@@ -21,6 +22,12 @@ enum Command {
     Serve(Box<Settings>),
     /// Deploy an app and follow its job until it ends.
     Deploy(DeployArgs),
+    /// List jobs, newest first (token in ENAC_CD_TOKEN).
+    Jobs(JobsArgs),
+    /// Print a job's output; with --follow, until it ends (token in ENAC_CD_TOKEN).
+    Logs(LogsArgs),
+    /// Cancel a job: its program is stopped and it ends error (admin token in ENAC_CD_TOKEN).
+    Cancel(CancelArgs),
     /// Validate policy files, or explain which deployments a delivery or token matches.
     #[command(subcommand)]
     Policy(PolicyCommand),
@@ -184,6 +191,9 @@ fn main() -> ExitCode {
         }
         Command::Policy(command) => policy(command),
         Command::Healthcheck(args) => ExitCode::from(runtime.block_on(healthcheck(args)) as u8),
+        Command::Jobs(args) => ExitCode::from(runtime.block_on(jobs(args)) as u8),
+        Command::Logs(args) => ExitCode::from(runtime.block_on(logs(args)) as u8),
+        Command::Cancel(args) => ExitCode::from(runtime.block_on(cancel(args)) as u8),
         Command::Deploy(args) => {
             let code = runtime.block_on(deploy(args));
             ExitCode::from(code as u8)

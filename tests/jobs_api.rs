@@ -366,3 +366,155 @@ async fn deployments_show_their_last_job_to_admin_and_viewer() {
     let (code, _) = get(&app, "/api/v1/deployments", None).await;
     assert_eq!(code, 401);
 }
+
+async fn cancel(app: &TestApp, job_id: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = app
+        .http
+        .post(app.url(&format!("/api/v1/jobs/{job_id}/cancel")));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    send(request).await
+}
+
+/// The pid of a job's program (process launcher), once it is recorded.
+async fn program_pid(app: &TestApp, job_id: &str) -> i32 {
+    eventually("the launch to be recorded", DEADLINE, || async {
+        let data = app.job(job_id).await.launch?;
+        data.0["pid"]
+            .as_i64()
+            .and_then(|pid| i32::try_from(pid).ok())
+    })
+    .await
+}
+
+fn alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only asks whether the process exists.
+    unsafe { libc::kill(pid, 0) == 0 }
+}
+
+fn last_line(job: &Value) -> &str {
+    job["output"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end()
+        .lines()
+        .last()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn cancel_stops_the_program_ends_the_job_and_releases_the_lock() {
+    let app = service(Backend::Embedded).await;
+    app.set_apps(&[("app-hang", "hang-cancel")]).await;
+    let running = job_id_of(&app.deploy("app-hang").await);
+    let pid = program_pid(&app, &running).await;
+    assert!(alive(pid), "the program runs");
+
+    let (code, answer) = cancel(&app, &running, Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 202, "{answer}");
+    assert_eq!(answer["status"], "cancelling");
+    assert_eq!(answer["job_id"], running.as_str());
+    let done = app.wait_final("app-hang", &running, DEADLINE).await;
+
+    assert_eq!(done["status"], "error", "{done}");
+    assert_eq!(last_line(&done), "cancelled by admin", "{done}");
+    let (_, shown) = get(&app, &format!("/api/v1/jobs/{running}"), Some(ADMIN_TOKEN)).await;
+    assert_eq!(shown["cancelled_by"], "admin", "{shown}");
+    eventually("the program to be gone", DEADLINE, || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+    let next = app.deploy("app-hang").await;
+    assert_eq!(next["status"], "starting", "the lock is released: {next}");
+    let (code, _) = cancel(&app, &job_id_of(&next), Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 202);
+    let (code, again) = cancel(&app, &running, Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 409, "a final job: {again}");
+}
+
+#[tokio::test]
+async fn a_queued_job_is_cancelled_without_a_launch_and_the_next_takes_the_lock() {
+    let app = TestApp::start(Backend::Embedded, &["--on-busy=queue"], |_| {}).await;
+    app.set_apps(&[("app-hang", "hang-queue")]).await;
+    let running = job_id_of(&app.deploy("app-hang").await);
+    let queued = app.deploy("app-hang").await;
+    assert_eq!(queued["status"], "queued", "{queued}");
+    let queued = job_id_of(&queued);
+
+    let (code, _) = cancel(&app, &queued, Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 202);
+    let done = app.wait_final("app-hang", &queued, DEADLINE).await;
+
+    assert_eq!(done["status"], "error", "{done}");
+    assert_eq!(last_line(&done), "cancelled by admin", "{done}");
+    let stored = app.job(&queued).await;
+    assert!(
+        stored.launch.is_none() && stored.started_at.is_none(),
+        "never launched: {stored:?}"
+    );
+    let still = app.status("app-hang", &running).await;
+    assert!(
+        still["status"] == "running" || still["status"] == "starting",
+        "the running job goes on: {still}"
+    );
+
+    // The next queued job takes the lock when the running one is cancelled.
+    let next = job_id_of(&app.deploy("app-hang").await);
+    let (code, _) = cancel(&app, &running, Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 202);
+    eventually("the queued job to start", DEADLINE, || async {
+        let status = app.status("app-hang", &next).await["status"].clone();
+        (status == "running" || status == "starting").then_some(())
+    })
+    .await;
+    let (code, _) = cancel(&app, &next, Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 202);
+    app.wait_final("app-hang", &next, DEADLINE).await;
+}
+
+#[tokio::test]
+async fn only_the_admin_cancels() {
+    let app = service(Backend::Embedded).await;
+    app.set_apps(&[("app-hang", "hang-refuse")]).await;
+    let started = app.deploy("app-hang").await;
+    let job = job_id_of(&started);
+    let status_token = started["status_token"].as_str().expect("a status token");
+
+    for token in [VIEWER_TOKEN, status_token] {
+        let (code, body) = cancel(&app, &job, Some(token)).await;
+        assert_eq!(code, 403, "{body}");
+    }
+    let (code, _) = cancel(&app, &job, None).await;
+    assert_eq!(code, 401);
+    let (code, _) = cancel(&app, "01ARZ3NDEKTSV4RRFFQ69G5FAV", Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 404);
+    assert_ne!(
+        app.status("app-hang", &job).await["status"],
+        "error",
+        "nothing changed"
+    );
+    let (code, _) = cancel(&app, &job, Some(ADMIN_TOKEN)).await;
+    assert_eq!(code, 202);
+    app.wait_final("app-hang", &job, DEADLINE).await;
+}
+
+#[tokio::test]
+async fn a_cancel_asked_of_one_replica_stops_the_program_another_one_watches() {
+    let redis = RedisServer::start();
+    let watching = service(Backend::Redis(&redis)).await;
+    let other = service(Backend::Redis(&redis)).await;
+    watching.set_apps(&[("app-hang", "hang-replica")]).await;
+    let job = job_id_of(&watching.deploy("app-hang").await);
+    let pid = program_pid(&watching, &job).await;
+
+    let (code, _) = cancel(&other, &job, Some(ADMIN_TOKEN)).await;
+
+    assert_eq!(code, 202);
+    let done = other.wait_final("app-hang", &job, DEADLINE).await;
+    assert_eq!(last_line(&done), "cancelled by admin", "{done}");
+    eventually("the program to be gone", DEADLINE, || async {
+        (!alive(pid)).then_some(())
+    })
+    .await;
+}

@@ -16,8 +16,9 @@ use enac_cd::domain::OnBusy;
 use enac_cd::domain::{now_ms, Job, JobStatus, NewJob, Trigger, TriggerKind};
 use enac_cd::launch::LaunchRecord;
 use enac_cd::store::{
-    AppRecord, BadCursor, EmbeddedStore, JobCursor, JobLimits, JobPage, JobQuery, JobUpdate,
-    OutputChange, RedisStore, StartOutcome, Store, StoreError, UpdateOutcome, TRUNCATION_MARKER,
+    AppRecord, BadCursor, CancelRequest, EmbeddedStore, JobCursor, JobLimits, JobPage, JobQuery,
+    JobUpdate, OutputChange, RedisStore, StartOutcome, Store, StoreError, UpdateOutcome,
+    TRUNCATION_MARKER,
 };
 use secrecy::SecretString;
 use tempfile::TempDir;
@@ -249,6 +250,7 @@ fn update(status: JobStatus, output: Option<OutputChange>) -> JobUpdate {
         status,
         output,
         exit_code: None,
+        cancelled_by: None,
     }
 }
 
@@ -777,6 +779,55 @@ async fn a_final_update_keeps_the_exit_code_and_lists_show_it(backend: Backend) 
         page.jobs[0].exit_code,
         Some(3),
         "a list shows the exit code too"
+    );
+}
+
+async fn a_cancel_marks_open_jobs_only(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let job = harness.started("inv-cancel").await;
+
+    let asked = harness.store.request_cancel(&job.id, "admin").await;
+    let unknown = harness
+        .store
+        .request_cancel("01ARZ3NDEKTSV4RRFFQ69G5FAV", "admin")
+        .await;
+
+    assert_eq!(
+        asked.expect("request_cancel answers"),
+        CancelRequest::Requested(JobStatus::Starting)
+    );
+    assert_eq!(
+        unknown.expect("request_cancel answers"),
+        CancelRequest::NotFound
+    );
+    let marked = harness.existing(&job.id).await;
+    assert_eq!(marked.cancel_requested_by.as_deref(), Some("admin"));
+    assert_eq!(
+        marked.status,
+        JobStatus::Starting,
+        "asking changes no status"
+    );
+    assert_eq!(marked.cancelled_by, None, "cancelled only once it ends");
+    let ended = JobUpdate {
+        cancelled_by: Some("admin".to_owned()),
+        ..update(JobStatus::Error, None)
+    };
+    harness
+        .store
+        .update_job(&job.id, &ended)
+        .await
+        .expect("update_job answers");
+    assert_eq!(
+        harness.existing(&job.id).await.cancelled_by.as_deref(),
+        Some("admin")
+    );
+    assert_eq!(
+        harness
+            .store
+            .request_cancel(&job.id, "admin")
+            .await
+            .expect("request_cancel answers"),
+        CancelRequest::Final(JobStatus::Error)
     );
 }
 
@@ -2407,6 +2458,7 @@ conformance! {
         refused_updates_change_nothing,
         the_first_final_write_wins,
         a_final_update_keeps_the_exit_code_and_lists_show_it,
+        a_cancel_marks_open_jobs_only,
         output_is_replaced_or_appended,
         output_over_the_cap_keeps_the_newest_whole_characters,
         followed_output_is_appended_to_open_jobs_only,

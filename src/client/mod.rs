@@ -1,7 +1,9 @@
 //! `enac-cd deploy`: starts a deployment and follows its job, with the exit
-//! codes of the deployed GitHub Action (0 success, 1 error, 2 timeout).
+//! codes of the deployed GitHub Action (0 success, 1 error, 2 timeout); and
+//! the HTTP helpers every client subcommand shares.
 
 pub mod healthcheck;
+pub mod jobs;
 
 use std::io::Write;
 use std::time::{Duration, Instant};
@@ -67,34 +69,17 @@ impl Deployer {
     /// POSTs JSON, retrying 5xx and connection errors for up to 10 s.
     async fn call(&self, path: &str, body: &Value, bearer: Option<&str>) -> Result<Value, String> {
         let url = format!("{}/{path}/", self.base);
-        let started = Instant::now();
-        loop {
-            let mut request = self.http.post(&url).json(body);
-            if let Some(token) = bearer {
-                request = request.bearer_auth(token);
+        let request = || {
+            let request = self.http.post(&url).json(body);
+            match bearer {
+                Some(token) => request.bearer_auth(token),
+                None => request,
             }
-            let retry_reason = match request.send().await {
-                Ok(response) if response.status().is_server_error() => {
-                    format!("HTTP {}", response.status())
-                }
-                Ok(response) if response.status().is_success() => {
-                    return response
-                        .json::<Value>()
-                        .await
-                        .map_err(|error| format!("{path}: unreadable answer: {error}"));
-                }
-                Ok(response) => {
-                    let status = response.status();
-                    let text = response.text().await.unwrap_or_default();
-                    return Err(format!("{path}: HTTP {status}: {text}"));
-                }
-                Err(error) => with_causes(&error),
-            };
-            if started.elapsed() >= RETRY_FOR {
-                return Err(format!("{path}: {retry_reason}"));
-            }
-            tokio::time::sleep(RETRY_PAUSE).await;
-        }
+        };
+        call_with_retry(request).await.map_err(|error| match error {
+            CallError::Refused { status, body } => format!("{path}: HTTP {status}: {body}"),
+            CallError::Failed(reason) => format!("{path}: {reason}"),
+        })
     }
 
     async fn run(&self, credentials: Credentials, interval: Duration) -> i32 {
@@ -173,6 +158,58 @@ impl Deployer {
     }
 }
 
+/// Why a call to the service gave no answer to use.
+pub(crate) enum CallError {
+    /// The service refused the request (a 4xx status); `body` as sent.
+    Refused {
+        status: reqwest::StatusCode,
+        body: String,
+    },
+    /// 5xx or connection errors until the retry time ran out, or an answer
+    /// that is not JSON.
+    Failed(String),
+}
+
+/// Sends the request `request` builds and reads its JSON answer, sending it
+/// again on 5xx and connection errors for up to 10 s.
+pub(crate) async fn call_with_retry(
+    request: impl Fn() -> reqwest::RequestBuilder,
+) -> Result<Value, CallError> {
+    let started = Instant::now();
+    loop {
+        let retry_reason = match request().send().await {
+            Ok(response) if response.status().is_server_error() => {
+                format!("HTTP {}", response.status())
+            }
+            Ok(response) if response.status().is_success() => {
+                return response
+                    .json::<Value>()
+                    .await
+                    .map_err(|error| CallError::Failed(format!("unreadable answer: {error}")));
+            }
+            Ok(response) => {
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                return Err(CallError::Refused { status, body });
+            }
+            Err(error) => with_causes(&error),
+        };
+        if started.elapsed() >= RETRY_FOR {
+            return Err(CallError::Failed(retry_reason));
+        }
+        tokio::time::sleep(RETRY_PAUSE).await;
+    }
+}
+
+/// The HTTP client of every subcommand that calls the service.
+pub(crate) fn http_client() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .user_agent(concat!("enac-cd/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|error| error.to_string())
+}
+
 /// The error and its causes: reqwest's own line omits why a request failed
 /// (a refused certificate: trust its CA with `SSL_CERT_FILE`).
 fn with_causes(error: &reqwest::Error) -> String {
@@ -188,7 +225,7 @@ fn with_causes(error: &reqwest::Error) -> String {
 
 /// Prints only what was not printed yet; output that was replaced or
 /// truncated (no longer extends what was printed) is printed whole.
-fn print_new_output(printed: &mut String, output: &str) {
+pub(crate) fn print_new_output(printed: &mut String, output: &str) {
     let new = output.strip_prefix(printed.as_str()).unwrap_or(output);
     if !new.is_empty() {
         print!("{new}");
@@ -248,11 +285,7 @@ async fn credentials(args: &DeployArgs, http: &reqwest::Client) -> Result<Creden
 
 /// Runs the client; returns the process exit code.
 pub async fn deploy(args: DeployArgs) -> i32 {
-    let http = match reqwest::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .user_agent(concat!("enac-cd/", env!("CARGO_PKG_VERSION")))
-        .build()
-    {
+    let http = match http_client() {
         Ok(http) => http,
         Err(error) => {
             println!("! Error: {error}");

@@ -31,6 +31,12 @@ pub struct Job {
     /// The program's exit code, when the job was ended by its exit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+    /// Who cancelled the job (`admin`), once the cancel ended it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancelled_by: Option<String>,
+    /// Who asked to cancel the open job; its watcher stops the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_requested_by: Option<String>,
     /// What the launcher recorded to find the program again; opaque here.
     pub launch: Option<LaunchData>,
     /// Which service instance took the job's launch, if one did.
@@ -52,6 +58,8 @@ impl NewJob {
             created_at: self.created_at,
             finished_at: None,
             exit_code: None,
+            cancelled_by: None,
+            cancel_requested_by: None,
             launch: None,
             launch_claim: None,
         }

@@ -4,6 +4,7 @@
 
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -13,6 +14,7 @@ use super::extract::Bearer;
 use super::AppState;
 use crate::access::{ApiCaller, Denied, ListScope};
 use crate::domain::{is_plausible_job_id, rfc3339_of_ms, Job, JobStatus, Trigger, TriggerKind};
+use crate::jobs::Cancel;
 use crate::store::{JobCursor, JobPage, JobQuery};
 
 /// Jobs per page when `limit` is not given, and the most a page may hold.
@@ -104,7 +106,7 @@ pub struct ApiJob {
     trigger: TriggerView,
     /// The program's exit code, when its exit ended the job.
     exit_code: Option<i32>,
-    /// Not recorded yet by this version: always null.
+    /// `admin` when a cancel ended the job.
     cancelled_by: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<String>,
@@ -122,7 +124,7 @@ impl ApiJob {
             finished_at: job.finished_at.map(rfc3339_of_ms),
             trigger: job.trigger.into(),
             exit_code: job.exit_code,
-            cancelled_by: None,
+            cancelled_by: job.cancelled_by,
             output: with_output.then_some(job.output),
         }
     }
@@ -281,6 +283,53 @@ pub async fn get_job(
         .await
         .map_err(api_error)?;
     Ok(Json(ApiJob::of(job, true)))
+}
+
+/// `{"status":"cancelling","job_id"}`.
+#[derive(Serialize, ToSchema)]
+pub struct Cancelling {
+    /// Always `cancelling`: the job ends `error` once its program is stopped.
+    #[schema(example = "cancelling")]
+    status: &'static str,
+    job_id: String,
+}
+
+#[utoipa::path(post, path = "/api/v1/jobs/{job_id}/cancel", tag = "jobs",
+    summary = "Cancel a job (admin)",
+    description = "The program is stopped (container killed; process group TERM, then KILL after 10 s), \
+the job ends `error` with the last output line `cancelled by admin` and `cancelled_by: \"admin\"`, the \
+lock is released and the inventory's queued job starts. A queued job is cancelled without being \
+launched. On any replica: the instance following the job stops it within about a second.",
+    params(("job_id" = String, Path, description = "The job's id (a ULID)",
+        example = "01HZX3K6V9Q2T7B8C4D5E6F7G8")),
+    security(("admin_token" = [])),
+    responses(
+        (status = 202, description = "Cancelling", body = Cancelling),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 403, description = "A token that reads only (viewer, status or OIDC token)", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is already final", body = ErrorBody),
+        (status = 503, description = "Store unavailable, try again", body = ErrorBody),
+    ))]
+pub async fn cancel_job(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(job_id): Path<String>,
+) -> Result<(StatusCode, Json<Cancelling>), ApiError> {
+    state.access.may_act(&caller)?;
+    match state.lifecycle.cancel(&job_id, "admin").await? {
+        Cancel::Cancelling => Ok((
+            StatusCode::ACCEPTED,
+            Json(Cancelling {
+                status: "cancelling",
+                job_id,
+            }),
+        )),
+        Cancel::NotFound => Err(ApiError::NotFound("job not found")),
+        Cancel::Final(status) => Err(ApiError::Conflict(format!(
+            "job is already final ({status})"
+        ))),
+    }
 }
 
 /// A way a deployment can be asked for.

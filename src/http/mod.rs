@@ -117,6 +117,7 @@ fn endpoints(callback_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::load))
         .routes(routes!(jobs_api::list_jobs))
         .routes(routes!(jobs_api::get_job))
+        .routes(routes!(jobs_api::cancel_job))
         .routes(routes!(jobs_api::list_deployments))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(callback)

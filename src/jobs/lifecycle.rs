@@ -16,7 +16,9 @@ use crate::launch::{
     Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputChunk, Presence,
 };
 use crate::metrics::{JobLabels, Metrics, TriggerLabels};
-use crate::store::{JobUpdate, OutputChange, StartOutcome, Store, StoreError, UpdateOutcome};
+use crate::store::{
+    CancelRequest, JobUpdate, OutputChange, StartOutcome, Store, StoreError, UpdateOutcome,
+};
 
 /// Settings the lifecycle needs.
 #[derive(Clone, Debug)]
@@ -73,6 +75,20 @@ pub enum UpdateRefused {
     Final(JobStatus),
     NotAllowed(JobStatus),
 }
+
+/// What a cancel found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Cancel {
+    /// Asked: a queued job is ended at once, a launched one by its watcher
+    /// once its program is stopped.
+    Cancelling,
+    NotFound,
+    Final(JobStatus),
+}
+
+/// How often a watcher asks the store whether its job was cancelled (from
+/// any instance): a cancel stops the program within about this long.
+const CANCEL_POLL: Duration = Duration::from_secs(1);
 
 /// Periodic sweep: timeouts of jobs nobody here watches, queued jobs whose
 /// lock lapsed, promoted jobs never launched.
@@ -336,6 +352,7 @@ impl Lifecycle {
             status,
             output,
             exit_code: None,
+            cancelled_by: None,
         };
         self.apply(job_id, &update).await
     }
@@ -509,23 +526,89 @@ impl Lifecycle {
         ));
         let wait = self.launcher.wait(&record, sink, resumed);
         tokio::pin!(wait);
-        tokio::select! {
-            report = &mut wait => {
-                // Every followed line is in the job before its final status.
-                let _ = pump.await;
-                self.end_from_exit(&job_id, report).await;
-            }
-            _ = tokio::time::sleep(self.time_left(started_at)) => {
-                if let Err(error) = self.launcher.stop(&record).await {
-                    warn!(job_id, %error, "cannot stop timed-out program");
+        let deadline = tokio::time::sleep(self.time_left(started_at));
+        tokio::pin!(deadline);
+        let mut cancel_poll = tokio::time::interval(CANCEL_POLL);
+        loop {
+            tokio::select! {
+                report = &mut wait => {
+                    // Every followed line is in the job before its final status.
+                    let _ = pump.await;
+                    self.end_from_exit(&job_id, report).await;
+                    break;
                 }
-                self.fail(&job_id, &self.timed_out()).await;
-                let _ = tokio::time::timeout(STOP_WAIT, wait).await;
-                pump.abort();
+                _ = &mut deadline => {
+                    if let Err(error) = self.launcher.stop(&record).await {
+                        warn!(job_id, %error, "cannot stop timed-out program");
+                    }
+                    self.fail(&job_id, &self.timed_out()).await;
+                    let _ = tokio::time::timeout(STOP_WAIT, wait).await;
+                    pump.abort();
+                    break;
+                }
+                _ = cancel_poll.tick() => {
+                    let Some((by, open)) = self.cancel_asked(&job_id).await else {
+                        continue;
+                    };
+                    if let Err(error) = self.launcher.stop(&record).await {
+                        warn!(job_id, %error, "cannot stop cancelled program");
+                    }
+                    // Its last lines are in the job before the cancel note.
+                    let _ = tokio::time::timeout(STOP_WAIT, &mut wait).await;
+                    let _ = tokio::time::timeout(STOP_WAIT, pump).await;
+                    if open {
+                        self.end_cancelled(&job_id, &by).await;
+                    }
+                    break;
+                }
             }
         }
         self.launcher.cleanup(&record).await;
         self.lock_watched().remove(&job_id);
+    }
+
+    /// Asks for the job to be cancelled by `by` (contract §10). A queued job
+    /// ends here without a launch; a launched one is stopped by its watcher,
+    /// on whichever instance follows it, which then ends the job.
+    pub async fn cancel(self: &Arc<Self>, job_id: &str, by: &str) -> Result<Cancel, StoreError> {
+        match self.store.request_cancel(job_id, by).await? {
+            CancelRequest::NotFound => Ok(Cancel::NotFound),
+            CancelRequest::Final(status) => Ok(Cancel::Final(status)),
+            CancelRequest::Requested(status) => {
+                info!(job_id, by, %status, "job cancel asked");
+                if status == JobStatus::Queued {
+                    // Promoted meanwhile, it is launched and then stopped:
+                    // its watcher sees the request too.
+                    self.end_cancelled(job_id, by).await;
+                }
+                Ok(Cancel::Cancelling)
+            }
+        }
+    }
+
+    /// Who asked to cancel the watched job, and whether it is still open;
+    /// `None` when no one did (or the store cannot say now).
+    async fn cancel_asked(&self, job_id: &str) -> Option<(String, bool)> {
+        match self.store.job(job_id).await {
+            Ok(Some(job)) => job
+                .cancel_requested_by
+                .map(|by| (by, !job.status.is_final())),
+            _ => None,
+        }
+    }
+
+    /// Ends a cancelled job `error`, its last output line `cancelled by <by>`.
+    async fn end_cancelled(self: &Arc<Self>, job_id: &str, by: &str) {
+        let update = JobUpdate {
+            status: JobStatus::Error,
+            output: Some(OutputChange::Append(format!("\ncancelled by {by}\n"))),
+            exit_code: None,
+            cancelled_by: Some(by.to_owned()),
+        };
+        let saved = until_saved(job_id, "job cancel", || self.apply(job_id, &update)).await;
+        if saved.is_ok() {
+            info!(job_id, by, "job cancelled");
+        }
     }
 
     fn lock_watched(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
@@ -581,6 +664,7 @@ impl Lifecycle {
                 Exit::Code(code) => Some(code),
                 _ => None,
             },
+            cancelled_by: None,
         };
         let saved = until_saved(job_id, "program exit", || self.apply(job_id, &update)).await;
         if saved.is_ok() {

@@ -6,6 +6,6 @@ mod lifecycle;
 pub mod tokens;
 
 pub use lifecycle::{
-    Lifecycle, LifecycleConfig, LifecycleError, StartRequest, Started, UpdateRefused,
+    Cancel, Lifecycle, LifecycleConfig, LifecycleError, StartRequest, Started, UpdateRefused,
 };
 pub use tokens::{TokenError, TokenKind, TokenSigner};

@@ -17,8 +17,8 @@ use redb::{
 use serde::{Deserialize, Serialize};
 
 use super::{
-    changed_output, parse_app, AppRecord, JobLimits, JobPage, JobQuery, JobUpdate, OutputChange,
-    StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
+    changed_output, parse_app, AppRecord, CancelRequest, JobLimits, JobPage, JobQuery, JobUpdate,
+    OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
 };
 use crate::domain::{is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy};
 
@@ -822,6 +822,32 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn request_cancel(&self, job_id: &str, by: &str) -> Result<CancelRequest, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(CancelRequest::NotFound);
+        }
+        let (job_id, by) = (job_id.to_owned(), by.to_owned());
+        self.run(move |db, _| {
+            let mut found = CancelRequest::NotFound;
+            write(db, |txn| {
+                let mut tables = JobTables::open(txn)?;
+                if let Some(mut stored) = read_job(&tables.jobs, &job_id, now_ms())? {
+                    let status = stored.job.status;
+                    found = if status.is_final() {
+                        CancelRequest::Final(status)
+                    } else {
+                        stored.job.cancel_requested_by = Some(by.clone());
+                        tables.save(&mut stored)?;
+                        CancelRequest::Requested(status)
+                    };
+                }
+                Ok(())
+            })?;
+            Ok(found)
+        })
+        .await
+    }
+
     async fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {
         self.read(|txn| {
             let open = txn.open_table(OPEN).map_err(unavailable)?;
@@ -1116,6 +1142,7 @@ fn apply_update(
         if update.status.is_final() {
             stored.job.finished_at = Some(now);
             stored.job.exit_code = update.exit_code;
+            stored.job.cancelled_by.clone_from(&update.cancelled_by);
             stored.expires_at = now + limits.job_ttl_ms;
         }
         tables.save(&mut stored)?;

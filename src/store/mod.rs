@@ -73,6 +73,18 @@ pub struct JobUpdate {
     pub output: Option<OutputChange>,
     /// The program's exit code, kept when the update makes the job final.
     pub exit_code: Option<i32>,
+    /// Who cancelled the job, kept when the update makes it final.
+    pub cancelled_by: Option<String>,
+}
+
+/// What asking to cancel a job found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CancelRequest {
+    NotFound,
+    /// Already ended: nothing to cancel.
+    Final(JobStatus),
+    /// Marked; the job was in this status.
+    Requested(JobStatus),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -336,6 +348,9 @@ pub trait Store: Send + Sync + 'static {
     /// Marks the job as being launched by `claimant`; false if another did first.
     async fn claim_launch(&self, job_id: &str, claimant: &str) -> Result<bool, StoreError>;
     async fn record_launch(&self, job_id: &str, record: &LaunchData) -> Result<(), StoreError>;
+    /// Marks an open job as asked to stop by `by`, atomically against its
+    /// ending; the job's watcher, on whichever instance, stops the program.
+    async fn request_cancel(&self, job_id: &str, by: &str) -> Result<CancelRequest, StoreError>;
     /// Every job not yet final.
     async fn open_jobs(&self) -> Result<Vec<Job>, StoreError>;
     /// `(created_at, status)` of every job created at or after `since_ms`.

@@ -15,8 +15,8 @@ use secrecy::{ExposeSecret, SecretString};
 use super::redis_address::RedisAddress;
 pub use super::redis_address::RedisConnectOptions;
 use super::{
-    merge_newest, parse_app, AppRecord, JobLimits, JobPage, JobQuery, JobUpdate, OutputChange,
-    StartOutcome, Store, StoreError, StoredApp, UpdateOutcome, TRUNCATION_MARKER,
+    merge_newest, parse_app, AppRecord, CancelRequest, JobLimits, JobPage, JobQuery, JobUpdate,
+    OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome, TRUNCATION_MARKER,
 };
 use crate::domain::{
     is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Trigger,
@@ -29,6 +29,7 @@ struct Scripts {
     update: Script,
     promote_queued: Script,
     set_field: Script,
+    request_cancel: Script,
     append: Script,
     remember: Script,
     trim_history: Script,
@@ -63,6 +64,7 @@ impl Scripts {
             update: script(include_str!("lua/update.lua")),
             promote_queued: script(include_str!("lua/promote_queued.lua")),
             set_field: Script::new(include_str!("lua/set_field.lua")),
+            request_cancel: script(include_str!("lua/request_cancel.lua")),
             append: script(include_str!("lua/append.lua")),
             remember: Script::new(include_str!("lua/remember.lua")),
             trim_history: script(include_str!("lua/trim_history.lua")),
@@ -427,9 +429,10 @@ const TRIM_ROUNDS: usize = 50;
 
 /// Every field of a job hash that [`parse_job`] reads, but the output: what
 /// a history page reads of each job.
-const SUMMARY_FIELDS: [&str; 10] = [
+const SUMMARY_FIELDS: [&str; 11] = [
     "deployment_id",
     "exit_code",
+    "cancelled_by",
     "inventory",
     "status",
     "trigger",
@@ -476,6 +479,8 @@ fn parse_job(
         started_at: number(text("started_at")),
         finished_at: number(text("finished_at")),
         exit_code: text("exit_code").and_then(|code| code.parse().ok()),
+        cancelled_by: text("cancelled_by"),
+        cancel_requested_by: text("cancel_requested_by"),
         launch,
         launch_claim: text("launch_claim"),
     }))
@@ -644,6 +649,7 @@ impl Store for RedisStore {
                     .map(|code| code.to_string())
                     .unwrap_or_default(),
             )
+            .arg(update.cancelled_by.as_deref().unwrap_or_default())
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
@@ -726,6 +732,28 @@ impl Store for RedisStore {
         self.set_field(job_id, "launch", &json, false)
             .await
             .map(|_| ())
+    }
+
+    async fn request_cancel(&self, job_id: &str, by: &str) -> Result<CancelRequest, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(CancelRequest::NotFound);
+        }
+        let reply: (String, String) = self
+            .scripts
+            .request_cancel
+            .key(self.job_key(job_id))
+            .arg(by)
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        let status = || {
+            JobStatus::parse(&reply.1).ok_or_else(|| StoreError::Corrupt(format!("job {job_id}")))
+        };
+        match reply.0.as_str() {
+            "final" => Ok(CancelRequest::Final(status()?)),
+            "requested" => Ok(CancelRequest::Requested(status()?)),
+            _ => Ok(CancelRequest::NotFound),
+        }
     }
 
     async fn open_jobs(&self) -> Result<Vec<Job>, StoreError> {

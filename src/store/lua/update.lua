@@ -2,7 +2,7 @@
 -- ARGV: job id, new status, allowed sources (",a,b,"), output mode
 --       (none|replace|append), output text, max output bytes, truncation marker,
 --       now ms, is final (1|0), job ttl ms, lock ttl ms, key prefix,
---       exit code ('' when none)
+--       exit code ('' when none), cancelled by ('' when not)
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {'not_found'} end
 if not string.find(ARGV[3], ',' .. current .. ',', 1, true) then
@@ -22,6 +22,7 @@ if ARGV[9] ~= '1' then return {'applied', ''} end
 
 redis.call('HSET', KEYS[1], 'finished_at', ARGV[8])
 if ARGV[13] ~= '' then redis.call('HSET', KEYS[1], 'exit_code', ARGV[13]) end
+if ARGV[14] ~= '' then redis.call('HSET', KEYS[1], 'cancelled_by', ARGV[14]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[10])
 redis.call('SREM', KEYS[2], ARGV[1])
 local deployment = redis.call('HGET', KEYS[1], 'deployment_id')
