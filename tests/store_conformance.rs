@@ -808,6 +808,20 @@ async fn a_cancel_marks_open_jobs_only(backend: Backend) {
         "asking changes no status"
     );
     assert_eq!(marked.cancelled_by, None, "cancelled only once it ends");
+    harness
+        .store
+        .append_output(&job.id, "some output", None)
+        .await
+        .expect("append_output answers");
+    let summary = harness
+        .store
+        .job_summary(&job.id)
+        .await
+        .expect("job_summary answers")
+        .expect("the job exists");
+    assert_eq!(summary.cancel_requested_by.as_deref(), Some("admin"));
+    assert_eq!(summary.output, "", "a summary carries no output");
+    assert_eq!(summary.status, JobStatus::Starting);
     let ended = JobUpdate {
         cancelled_by: Some("admin".to_owned()),
         ..update(JobStatus::Error, None)

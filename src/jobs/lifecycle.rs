@@ -589,7 +589,7 @@ impl Lifecycle {
     /// Who asked to cancel the watched job, and whether it is still open;
     /// `None` when no one did (or the store cannot say now).
     async fn cancel_asked(&self, job_id: &str) -> Option<(String, bool)> {
-        match self.store.job(job_id).await {
+        match self.store.job_summary(job_id).await {
             Ok(Some(job)) => job
                 .cancel_requested_by
                 .map(|by| (by, !job.status.is_final())),

@@ -822,6 +822,18 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn job_summary(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(None);
+        }
+        let job_id = job_id.to_owned();
+        self.read(move |txn| {
+            let summaries = txn.open_table(SUMMARIES).map_err(unavailable)?;
+            Ok(read_job(&summaries, &job_id, now_ms())?.map(|stored| stored.job))
+        })
+        .await
+    }
+
     async fn request_cancel(&self, job_id: &str, by: &str) -> Result<CancelRequest, StoreError> {
         if !is_plausible_job_id(job_id) {
             return Ok(CancelRequest::NotFound);

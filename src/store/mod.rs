@@ -321,6 +321,8 @@ pub trait Store: Send + Sync + 'static {
         job_id: &str,
     ) -> Result<(Option<AppRecord>, Option<Job>), StoreError>;
     async fn job(&self, job_id: &str) -> Result<Option<Job>, StoreError>;
+    /// The job without its output (empty): cheap enough to ask every second.
+    async fn job_summary(&self, job_id: &str) -> Result<Option<Job>, StoreError>;
 
     /// Takes the inventory lock for `job`, or applies `on_busy`, atomically.
     async fn start_job(&self, job: &NewJob, on_busy: OnBusy) -> Result<StartOutcome, StoreError>;

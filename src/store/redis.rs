@@ -429,10 +429,11 @@ const TRIM_ROUNDS: usize = 50;
 
 /// Every field of a job hash that [`parse_job`] reads, but the output: what
 /// a history page reads of each job.
-const SUMMARY_FIELDS: [&str; 11] = [
+const SUMMARY_FIELDS: [&str; 12] = [
     "deployment_id",
     "exit_code",
     "cancelled_by",
+    "cancel_requested_by",
     "inventory",
     "status",
     "trigger",
@@ -732,6 +733,15 @@ impl Store for RedisStore {
         self.set_field(job_id, "launch", &json, false)
             .await
             .map(|_| ())
+    }
+
+    async fn job_summary(&self, job_id: &str) -> Result<Option<Job>, StoreError> {
+        if !is_plausible_job_id(job_id) {
+            return Ok(None);
+        }
+        let ids = [job_id.to_owned()];
+        let mut jobs = self.jobs_by_id(&mut self.connection(), &ids, false).await?;
+        Ok(jobs.pop())
     }
 
     async fn request_cancel(&self, job_id: &str, by: &str) -> Result<CancelRequest, StoreError> {
