@@ -1930,18 +1930,27 @@ async fn history_paging_is_not_disturbed_by_new_jobs(backend: Backend) {
     );
 }
 
-/// Every member of the Redis history keys, which the trim empties.
-async fn redis_history_members(server: &RedisServer) -> Vec<u8> {
+/// A raw connection to the test's Redis and the keys under `pattern`.
+async fn redis_keys(
+    server: &RedisServer,
+    pattern: &str,
+) -> (::redis::aio::MultiplexedConnection, Vec<String>) {
     let mut connection = server
         .client()
         .get_multiplexed_async_connection()
         .await
         .expect("a raw connection to redis");
     let keys: Vec<String> = ::redis::cmd("KEYS")
-        .arg(format!("{PREFIX}history:*"))
+        .arg(pattern)
         .query_async(&mut connection)
         .await
         .expect("KEYS answers");
+    (connection, keys)
+}
+
+/// Every member of the Redis history keys, which the trim empties.
+async fn redis_history_members(server: &RedisServer) -> Vec<u8> {
+    let (mut connection, keys) = redis_keys(server, &format!("{PREFIX}history:*")).await;
     let mut members = Vec::new();
     for key in keys {
         let values: Vec<Vec<u8>> = ::redis::cmd("ZRANGE")
@@ -2078,16 +2087,7 @@ impl Harness {
         drop(store);
         match &backing {
             Backing::Redis(server) => {
-                let mut connection = server
-                    .client()
-                    .get_multiplexed_async_connection()
-                    .await
-                    .expect("a raw connection to redis");
-                let keys: Vec<String> = ::redis::cmd("KEYS")
-                    .arg(format!("{PREFIX}history*"))
-                    .query_async(&mut connection)
-                    .await
-                    .expect("KEYS answers");
+                let (mut connection, keys) = redis_keys(server, &format!("{PREFIX}history*")).await;
                 assert!(!keys.is_empty(), "the store wrote no history");
                 ::redis::cmd("DEL")
                     .arg(keys)
