@@ -8,8 +8,9 @@ for _, member in ipairs(due) do
   local entry = cjson.decode(member)
   local id, deployment = entry[1], entry[2]
   local ttl = redis.call('PTTL', ARGV[1] .. 'job:' .. id)
-  if ttl > 0 then
-    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + ttl, member)
+  -- 0 is a key in its last millisecond: still there, due again at once.
+  if ttl >= 0 then
+    redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + math.max(ttl, 1), member)
   else
     redis.call('ZREM', KEYS[1], member)
     if ttl == -2 then
