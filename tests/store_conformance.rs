@@ -738,11 +738,7 @@ async fn a_final_update_keeps_the_exit_code_and_lists_show_it(backend: Backend) 
         exit_code: Some(9),
         ..update(JobStatus::Running, None)
     };
-    harness
-        .store
-        .update_job(&job.id, &running)
-        .await
-        .expect("update_job answers");
+    harness.update(&job.id, running).await;
     assert_eq!(
         harness.existing(&job.id).await.exit_code,
         None,
@@ -757,23 +753,11 @@ async fn a_final_update_keeps_the_exit_code_and_lists_show_it(backend: Backend) 
         ..update(JobStatus::Success, None)
     };
 
-    harness
-        .store
-        .update_job(&job.id, &exited)
-        .await
-        .expect("update_job answers");
-    harness
-        .store
-        .update_job(&job.id, &late)
-        .await
-        .expect("update_job answers");
+    harness.update(&job.id, exited).await;
+    harness.update(&job.id, late).await;
 
     assert_eq!(harness.existing(&job.id).await.exit_code, Some(3));
-    let page = harness
-        .store
-        .list_jobs(&history(None, &[], 10))
-        .await
-        .expect("list_jobs answers");
+    let page = harness.list(&history(None, &[], 10)).await;
     assert_eq!(page.jobs.len(), 1);
     assert_eq!(
         page.jobs[0].exit_code,
@@ -826,11 +810,7 @@ async fn a_cancel_marks_open_jobs_only(backend: Backend) {
         cancelled_by: Some("admin".to_owned()),
         ..update(JobStatus::Error, None)
     };
-    harness
-        .store
-        .update_job(&job.id, &ended)
-        .await
-        .expect("update_job answers");
+    harness.update(&job.id, ended).await;
     assert_eq!(
         harness.existing(&job.id).await.cancelled_by.as_deref(),
         Some("admin")
