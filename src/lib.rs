@@ -33,7 +33,7 @@ use crate::auth::oidc::OidcVerifier;
 use crate::config::{LauncherKind, PrivateCas, Settings};
 pub use crate::http::AppState;
 use crate::ingress::Ingress;
-use crate::jobs::{Lifecycle, LifecycleConfig, TokenSigner};
+use crate::jobs::{JobFeed, Lifecycle, LifecycleConfig, TokenSigner};
 use crate::launch::docker::DockerConfig;
 use crate::launch::{DockerLauncher, Launcher, ProcessLauncher};
 use crate::metrics::Metrics;
@@ -273,6 +273,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         settings.on_busy,
     ));
     Ok(AppState {
+        feed: JobFeed::start(Arc::clone(&store)),
         store,
         launcher,
         lifecycle,
@@ -300,6 +301,13 @@ pub async fn serve_until(
 ) -> std::io::Result<()> {
     let lifecycle = Arc::clone(&state.lifecycle);
     let limits = state.connections;
+    let feed = Arc::clone(&state.feed);
+    // Followers of live output would hold the drain to its end: their
+    // streams close at once, and they resume on another replica.
+    let shutdown = async move {
+        shutdown.await;
+        feed.close();
+    };
     http::server::serve(listener, app(state), limits, shutdown).await?;
     // A job claimed for launch must not be left half-launched.
     lifecycle.finish_launches(Duration::from_secs(30)).await;

@@ -8,10 +8,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::program::{hanging_program, ProgramGuard};
 use common::*;
-use enac_cd::domain::JobStatus;
 use enac_cd::jobs::{TokenKind, TokenSigner};
-use enac_cd::launch::LaunchRecord;
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(15);
@@ -19,33 +18,6 @@ const TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 const MARKER: &str = "[enac-cd: older output truncated]";
 /// Hang jobs end by timeout if a test leaves one behind.
 const HANG_TIMEOUT: &str = "--job-timeout=60s";
-
-/// Kills a job's program (its whole process group) when the test ends, even
-/// by a panic: a `hang` program would otherwise sleep for an hour.
-struct ProgramGuard {
-    pid: u32,
-    start_ticks: u64,
-}
-
-/// The start time of a live process, as the launcher recorded it.
-fn start_ticks(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-impl Drop for ProgramGuard {
-    fn drop(&mut self) {
-        // Only the process the service launched for this job: same pid and
-        // same start time, so a reused pid is never signalled.
-        if start_ticks(self.pid) == Some(self.start_ticks) {
-            // SAFETY: kill(2) has no memory effects; the program leads its group.
-            unsafe {
-                libc::kill(-(self.pid as i32), libc::SIGKILL);
-            }
-        }
-    }
-}
 
 /// A job whose program is running and has sent its one `running` callback.
 struct HangingJob {
@@ -69,26 +41,12 @@ impl HangingJob {
             .as_str()
             .expect("status token")
             .to_owned();
-        // Waiting for the program's own callback keeps it from racing ours.
-        let record = eventually("the program to report running", DEADLINE, || async {
-            let job = app.job(&id).await;
-            (job.status == JobStatus::Running && job.output == "hanging\n")
-                .then_some(job.launch)
-                .flatten()
-                .and_then(|data| LaunchRecord::from_data(&data))
-        })
-        .await;
-        let LaunchRecord::Process {
-            pid, start_ticks, ..
-        } = record
-        else {
-            panic!("not a process launch: {record:?}");
-        };
+        let program = hanging_program(app, &id, DEADLINE).await;
         HangingJob {
             id,
             deployment_id: deployment_id.to_owned(),
             status_token,
-            _program: ProgramGuard { pid, start_ticks },
+            _program: program,
         }
     }
 

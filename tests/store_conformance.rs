@@ -16,12 +16,13 @@ use enac_cd::domain::OnBusy;
 use enac_cd::domain::{now_ms, Job, JobStatus, NewJob, Trigger, TriggerKind};
 use enac_cd::launch::LaunchRecord;
 use enac_cd::store::{
-    AppRecord, BadCursor, CancelRequest, EmbeddedStore, JobCursor, JobLimits, JobPage, JobQuery,
-    JobUpdate, OutputChange, RedisStore, StartOutcome, Store, StoreError, UpdateOutcome,
-    TRUNCATION_MARKER,
+    output_since, AppRecord, BadCursor, CancelRequest, EmbeddedStore, JobCursor, JobLimits,
+    JobPage, JobQuery, JobSignal, JobUpdate, OutputChange, RedisStore, StartOutcome, Store,
+    StoreError, UpdateOutcome, TRUNCATION_MARKER,
 };
 use secrecy::SecretString;
 use tempfile::TempDir;
+use tokio::sync::broadcast;
 
 const PREFIX: &str = "test:";
 const STORE_FILE: &str = "enac-cd.redb";
@@ -970,6 +971,134 @@ async fn output_over_the_cap_keeps_the_newest_whole_characters(backend: Backend)
     assert!(output.starts_with(TRUNCATION_MARKER));
     assert!(output.ends_with("ligne 29 ✓\n"), "{output:?}");
     assert!(!output.contains('\u{FFFD}'), "{output:?}");
+}
+
+/// A reader of the store's announcements, ready: on Redis, once its
+/// subscription holds (it says so with `Missed`).
+async fn listening(harness: &Harness) -> broadcast::Receiver<JobSignal> {
+    let mut signals = harness.store.job_signals();
+    if matches!(harness.backing, Backing::Redis(_)) {
+        let first = tokio::time::timeout(DEADLINE, signals.recv()).await;
+        assert!(
+            matches!(first, Ok(Ok(JobSignal::Missed))),
+            "the subscription announces itself: {first:?}"
+        );
+    }
+    signals
+}
+
+/// The next change announced, as `(job, status, end, added)`.
+async fn next_change(
+    signals: &mut broadcast::Receiver<JobSignal>,
+) -> (String, JobStatus, u64, String) {
+    loop {
+        match tokio::time::timeout(DEADLINE, signals.recv()).await {
+            Ok(Ok(JobSignal::Changed(change))) => {
+                return (
+                    change.job_id,
+                    change.status,
+                    change.end,
+                    change.added.to_string(),
+                )
+            }
+            Ok(Ok(JobSignal::Missed)) => continue,
+            other => panic!("no change announced: {other:?}"),
+        }
+    }
+}
+
+async fn every_saved_change_is_announced_with_its_output_offsets(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let mut signals = listening(&harness).await;
+    let job = harness.started("inv").await;
+    let queued = harness.queued("inv").await;
+    let id = job.id.clone();
+    let change = |status, end: u64, added: &str| (id.clone(), status, end, added.to_owned());
+
+    harness.set_status(&job.id, JobStatus::Running).await;
+    assert_eq!(
+        next_change(&mut signals).await,
+        change(JobStatus::Running, 0, "")
+    );
+    assert!(harness
+        .store
+        .append_output(&job.id, "one\n", None)
+        .await
+        .expect("append"));
+    assert_eq!(
+        next_change(&mut signals).await,
+        change(JobStatus::Running, 4, "one\n")
+    );
+    // The container posts its whole output each time: only the new part is added.
+    let replace = |text: &str| update(JobStatus::Running, Some(OutputChange::Replace(text.into())));
+    harness.update(&job.id, replace("one\ntwo €\n")).await;
+    assert_eq!(
+        next_change(&mut signals).await,
+        change(JobStatus::Running, 12, "two €\n")
+    );
+    // Any other output starts over, further on in the stream.
+    harness.update(&job.id, replace("other\n")).await;
+    assert_eq!(
+        next_change(&mut signals).await,
+        change(JobStatus::Running, 18, "other\n")
+    );
+    let stored = harness.existing(&job.id).await;
+    assert_eq!((stored.output_end, stored.output_base), (18, 12));
+    assert_eq!(output_since(&stored, 12).text, "other\n");
+
+    let done = update(
+        JobStatus::Success,
+        Some(OutputChange::Append("done\n".into())),
+    );
+    harness.update(&job.id, done).await;
+    assert_eq!(
+        next_change(&mut signals).await,
+        change(JobStatus::Success, 23, "done\n")
+    );
+    assert_eq!(
+        next_change(&mut signals).await,
+        (queued.id.clone(), JobStatus::Starting, 0, String::new()),
+        "the promoted job is announced too"
+    );
+    // Refused changes are not announced.
+    assert!(!harness
+        .store
+        .append_output(&job.id, "late\n", None)
+        .await
+        .expect("append"));
+    harness.set_status(&queued.id, JobStatus::Running).await;
+    assert_eq!(next_change(&mut signals).await.0, queued.id);
+}
+
+async fn truncated_output_keeps_its_offsets(backend: Backend) {
+    let max = TRUNCATION_MARKER.len() + 40;
+    let harness = Harness::open(backend, limits_with(|l| l.max_output = max)).await;
+    let mut signals = listening(&harness).await;
+    let job = harness.started("inv").await;
+    let whole = "a".repeat(150);
+    let replace = |text: String| update(JobStatus::Running, Some(OutputChange::Replace(text)));
+
+    harness.update(&job.id, replace(whole.clone())).await;
+    let (_, _, end, added) = next_change(&mut signals).await;
+    assert_eq!((end, added.len()), (150, 150));
+    harness
+        .update(&job.id, replace(format!("{whole}bcd")))
+        .await;
+    let (_, _, end, added) = next_change(&mut signals).await;
+    assert_eq!(
+        (end, added.as_str()),
+        (153, "bcd"),
+        "only the new part, past the cap"
+    );
+
+    let stored = harness.existing(&job.id).await;
+    assert_eq!(stored.output_end, 153);
+    assert_eq!(output_since(&stored, 151).text, "cd");
+    assert_eq!(
+        output_since(&stored, 0).text,
+        capped(&format!("{whole}bcd"), max),
+        "a follower from the start gets what is kept, behind the marker"
+    );
 }
 
 async fn updating_an_unknown_job_is_not_found(backend: Backend) {
@@ -2454,6 +2583,8 @@ conformance! {
         a_cancel_marks_open_jobs_only,
         output_is_replaced_or_appended,
         output_over_the_cap_keeps_the_newest_whole_characters,
+        every_saved_change_is_announced_with_its_output_offsets,
+        truncated_output_keeps_its_offsets,
         followed_output_is_appended_to_open_jobs_only,
         remember_is_true_once_until_forgotten,
         remember_is_all_or_nothing,

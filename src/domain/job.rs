@@ -23,6 +23,15 @@ pub struct Job {
     pub inventory: String,
     pub status: JobStatus,
     pub output: String,
+    /// Where `output` ends in the job's whole output stream: every byte
+    /// ever added counts, those truncation dropped included. Followers of
+    /// the live output resume from such offsets.
+    #[serde(default)]
+    pub output_end: u64,
+    /// Where the output the program last posted whole (a callback that
+    /// replaces the output) begins in that stream.
+    #[serde(default)]
+    pub output_base: u64,
     pub trigger: Trigger,
     /// Unix milliseconds.
     pub created_at: i64,
@@ -54,6 +63,8 @@ impl NewJob {
             inventory: self.inventory,
             status,
             output: String::new(),
+            output_end: 0,
+            output_base: 0,
             trigger: self.trigger,
             created_at: self.created_at,
             finished_at: None,

@@ -2,10 +2,15 @@
 //! the viewer, a job's status token or an OIDC job token. Who may read what
 //! is `JobAccess`'s answer; here requests are only read and answers shaped.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::extract::{FromRequestParts, Path, RawQuery, State};
 use axum::http::request::Parts;
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::Json;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -14,7 +19,7 @@ use super::extract::Bearer;
 use super::AppState;
 use crate::access::{ApiCaller, Denied, ListScope};
 use crate::domain::{is_plausible_job_id, rfc3339_of_ms, Job, JobStatus, Trigger, TriggerKind};
-use crate::jobs::Cancel;
+use crate::jobs::{Cancel, FollowEvent};
 use crate::store::{JobCursor, JobPage, JobQuery};
 
 /// Jobs per page when `limit` is not given, and the most a page may hold.
@@ -283,6 +288,76 @@ pub async fn get_job(
         .await
         .map_err(api_error)?;
     Ok(Json(ApiJob::of(job, true)))
+}
+
+/// Comments keep an idle stream open through proxies (contract §10: at
+/// least every 15 s).
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// `Last-Event-ID`: the offset a reconnecting follower resumes from.
+fn resume_offset(headers: &HeaderMap) -> Result<u64, ApiError> {
+    match headers.get("last-event-id") {
+        None => Ok(0),
+        Some(value) => value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                ApiError::BadRequest("Last-Event-ID: must be an output event's id".to_owned())
+            }),
+    }
+}
+
+fn sse_event(event: FollowEvent) -> Event {
+    match event {
+        FollowEvent::Output { text, end } => Event::default()
+            .event("output")
+            .id(end.to_string())
+            .data(text),
+        FollowEvent::Status(status) => Event::default().event("status").data(status.as_str()),
+        FollowEvent::End(status) => Event::default().event("end").data(status.as_str()),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/jobs/{job_id}/output", tag = "jobs",
+    summary = "Follow a job's output live (Server-Sent Events)",
+    description = "`event: output` events carry the stored output, then every appended chunk; each \
+has `id:` = the byte offset of the output after it, and a reconnect with `Last-Event-ID` resumes \
+there. `event: status` gives the status, then each change; `event: end` the final status, then the \
+stream closes. Output appended through any replica reaches followers on every other within a second. \
+A comment line comes at least every 15 s. SSE cannot carry a carriage return: one arrives as a line \
+break.",
+    params(("job_id" = String, Path, description = "The job's id (a ULID)",
+        example = "01HZX3K6V9Q2T7B8C4D5E6F7G8"),
+        ("Last-Event-ID" = Option<u64>, Header, description = "The id of the last output event received")),
+    security(("admin_token" = []), ("viewer_token" = []), ("job_token" = [])),
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A Last-Event-ID that is not an offset", body = ErrorBody),
+        (status = 401, description = "Missing or invalid token", body = ErrorBody),
+        (status = 404, description = "No such job, or one out of the caller's reach", body = ErrorBody),
+        (status = 503, description = "Store unavailable, try again", body = ErrorBody),
+    ))]
+pub async fn follow_output(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(job_id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if !is_plausible_job_id(&job_id) {
+        return Err(ApiError::NotFound("job not found"));
+    }
+    let from = resume_offset(&headers)?;
+    let read = async {
+        state
+            .access
+            .api_job(&caller, &job_id)
+            .await
+            .map_err(api_error)
+    };
+    let events = state.feed.follow(&job_id, from, read).await?;
+    let events = events.map(|event| Ok(sse_event(event)));
+    Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 
 /// `{"status":"cancelling","job_id"}`.

@@ -26,7 +26,7 @@ use utoipa_axum::routes;
 
 use crate::access::JobAccess;
 use crate::ingress::Ingress;
-use crate::jobs::Lifecycle;
+use crate::jobs::{JobFeed, Lifecycle};
 use crate::launch::Launcher;
 use crate::metrics::{Metrics, RequestLabels};
 use crate::policy::Policies;
@@ -41,6 +41,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub launcher: Arc<dyn Launcher>,
     pub lifecycle: Arc<Lifecycle>,
+    /// The followers of each job's live output.
+    pub feed: Arc<JobFeed>,
     /// Every way a job is asked for.
     pub ingress: Arc<Ingress>,
     /// Who may read or act on a job.
@@ -117,6 +119,7 @@ fn endpoints(callback_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::load))
         .routes(routes!(jobs_api::list_jobs))
         .routes(routes!(jobs_api::get_job))
+        .routes(routes!(jobs_api::follow_output))
         .routes(routes!(jobs_api::cancel_job))
         .routes(routes!(jobs_api::list_deployments))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

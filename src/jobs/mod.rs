@@ -2,9 +2,11 @@
 //! queue), launch, status callbacks, exit, timeout, finish, reconciliation;
 //! and the per-job tokens it hands out.
 
+pub mod feed;
 mod lifecycle;
 pub mod tokens;
 
+pub use feed::{FollowEvent, JobFeed};
 pub use lifecycle::{
     Cancel, Lifecycle, LifecycleConfig, LifecycleError, StartRequest, Started, UpdateRefused,
 };

@@ -15,10 +15,12 @@ use redb::{
     WriteTransaction,
 };
 use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
 
 use super::{
-    changed_output, parse_app, AppRecord, CancelRequest, JobLimits, JobPage, JobQuery, JobUpdate,
-    OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
+    apply_output, parse_app, AppRecord, CancelRequest, JobChange, JobLimits, JobPage, JobQuery,
+    JobSignal, JobUpdate, OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
+    SIGNAL_BACKLOG,
 };
 use crate::domain::{is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy};
 
@@ -79,6 +81,9 @@ struct Lock {
 pub struct EmbeddedStore {
     file: Arc<StoreFile>,
     limits: JobLimits,
+    /// Every saved change of a job's status or output, in-process: this
+    /// store has no other instance to hear from.
+    signals: broadcast::Sender<JobSignal>,
 }
 
 /// The store file and the database open on it, closed after an I/O failure
@@ -424,6 +429,7 @@ impl EmbeddedStore {
         let store = EmbeddedStore {
             file: Arc::new(file),
             limits,
+            signals: broadcast::channel(SIGNAL_BACKLOG).0,
         };
         store.spawn_purge();
         Ok(store)
@@ -462,6 +468,11 @@ impl EmbeddedStore {
         tokio::task::spawn_blocking(move || file.run(|db| work(db, &limits)))
             .await
             .map_err(|error| StoreError::Unavailable(error.to_string()))?
+    }
+
+    /// Announces a saved change (nobody may be listening).
+    fn announce(&self, job: &Job, added: String) {
+        let _ = self.signals.send(JobSignal::Changed(change_of(job, added)));
     }
 
     async fn read<T, F>(&self, work: F) -> Result<T, StoreError>
@@ -731,16 +742,27 @@ impl Store for EmbeddedStore {
             return Ok(UpdateOutcome::NotFound);
         }
         let (job_id, update) = (job_id.to_owned(), update.clone());
-        self.run(move |db, limits| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let outcome = apply_update(&txn, limits, &job_id, &update)?;
-            // A refused update changed nothing: dropping the transaction aborts it.
-            if matches!(outcome, UpdateOutcome::Applied { .. }) {
-                txn.commit().map_err(unavailable)?;
-            }
-            Ok(outcome)
-        })
-        .await
+        let (outcome, change) = self
+            .run(move |db, limits| {
+                let txn = db.begin_write().map_err(unavailable)?;
+                let (outcome, change) = apply_update(&txn, limits, &job_id, &update)?;
+                // A refused update changed nothing: dropping the transaction aborts it.
+                if matches!(outcome, UpdateOutcome::Applied { .. }) {
+                    txn.commit().map_err(unavailable)?;
+                }
+                Ok((outcome, change))
+            })
+            .await?;
+        if let Some(change) = change {
+            let _ = self.signals.send(JobSignal::Changed(change));
+        }
+        if let UpdateOutcome::Applied {
+            promoted: Some(job),
+        } = &outcome
+        {
+            self.announce(job, String::new());
+        }
+        Ok(outcome)
     }
 
     async fn append_output(
@@ -753,38 +775,52 @@ impl Store for EmbeddedStore {
             return Ok(false);
         }
         let (job_id, text, launch) = (job_id.to_owned(), text.to_owned(), launch.cloned());
-        self.run(move |db, limits| {
-            let mut appended = false;
-            write(db, |txn| {
-                let mut tables = JobTables::open(txn)?;
-                if let Some(mut stored) = read_job(&tables.jobs, &job_id, now_ms())? {
-                    if !stored.job.status.is_final() {
-                        let change = OutputChange::Append(text);
-                        stored.job.output =
-                            changed_output(&stored.job.output, &change, limits.max_output);
-                        if launch.is_some() {
-                            stored.job.launch = launch;
+        let appended = self
+            .run(move |db, limits| {
+                let mut appended = None;
+                write(db, |txn| {
+                    let mut tables = JobTables::open(txn)?;
+                    if let Some(mut stored) = read_job(&tables.jobs, &job_id, now_ms())? {
+                        if !stored.job.status.is_final() {
+                            let change = OutputChange::Append(text);
+                            let added = change_output(&mut stored.job, &change, limits);
+                            if launch.is_some() {
+                                stored.job.launch = launch;
+                            }
+                            tables.save(&mut stored)?;
+                            appended = Some(change_of(&stored.job, added));
                         }
-                        tables.save(&mut stored)?;
-                        appended = true;
                     }
-                }
-                Ok(())
-            })?;
-            Ok(appended)
-        })
-        .await
+                    Ok(())
+                })?;
+                Ok(appended)
+            })
+            .await?;
+        let Some(change) = appended else {
+            return Ok(false);
+        };
+        let _ = self.signals.send(JobSignal::Changed(change));
+        Ok(true)
     }
 
     async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError> {
         let inventory = inventory.to_owned();
-        self.run(move |db, limits| {
-            let txn = db.begin_write().map_err(unavailable)?;
-            let promoted = promote(&txn, limits, &inventory, now_ms())?;
-            txn.commit().map_err(unavailable)?;
-            Ok(promoted)
-        })
-        .await
+        let promoted = self
+            .run(move |db, limits| {
+                let txn = db.begin_write().map_err(unavailable)?;
+                let promoted = promote(&txn, limits, &inventory, now_ms())?;
+                txn.commit().map_err(unavailable)?;
+                Ok(promoted)
+            })
+            .await?;
+        if let Some(job) = &promoted {
+            self.announce(job, String::new());
+        }
+        Ok(promoted)
+    }
+
+    fn job_signals(&self) -> broadcast::Receiver<JobSignal> {
+        self.signals.subscribe()
     }
 
     async fn claim_launch(&self, job_id: &str, claimant: &str) -> Result<bool, StoreError> {
@@ -1131,25 +1167,45 @@ fn start(
     }
 }
 
+/// Applies an output change to the job; returns the text its stream grew by.
+fn change_output(job: &mut Job, change: &OutputChange, limits: &JobLimits) -> String {
+    let applied = apply_output(job, change, limits.max_output);
+    job.output = applied.output;
+    job.output_end = applied.end;
+    job.output_base = applied.base;
+    applied.added
+}
+
+fn change_of(job: &Job, added: String) -> JobChange {
+    JobChange {
+        job_id: job.id.clone(),
+        status: job.status,
+        end: job.output_end,
+        added: added.into(),
+    }
+}
+
+/// Applies an update; an applied one also returns the change to announce.
 fn apply_update(
     txn: &WriteTransaction,
     limits: &JobLimits,
     job_id: &str,
     update: &JobUpdate,
-) -> Result<UpdateOutcome, Fault> {
+) -> Result<(UpdateOutcome, Option<JobChange>), Fault> {
     let now = now_ms();
-    let inventory = {
+    let (inventory, change) = {
         let mut tables = JobTables::open(txn)?;
         let Some(mut stored) = read_job(&tables.jobs, job_id, now)? else {
-            return Ok(UpdateOutcome::NotFound);
+            return Ok((UpdateOutcome::NotFound, None));
         };
         let current = stored.job.status;
         if !current.can_become(update.status) {
-            return Ok(UpdateOutcome::Refused { current });
+            return Ok((UpdateOutcome::Refused { current }, None));
         }
-        if let Some(change) = &update.output {
-            stored.job.output = changed_output(&stored.job.output, change, limits.max_output);
-        }
+        let added = match &update.output {
+            Some(change) => change_output(&mut stored.job, change, limits),
+            None => String::new(),
+        };
         stored.job.status = update.status;
         if update.status.is_final() {
             stored.job.finished_at = Some(now);
@@ -1158,10 +1214,11 @@ fn apply_update(
             stored.expires_at = now + limits.job_ttl_ms;
         }
         tables.save(&mut stored)?;
+        let change = change_of(&stored.job, added);
         if !update.status.is_final() {
-            return Ok(UpdateOutcome::Applied { promoted: None });
+            return Ok((UpdateOutcome::Applied { promoted: None }, Some(change)));
         }
-        stored.job.inventory
+        (stored.job.inventory, change)
     };
     txn.open_table(OPEN)
         .map_err(unavailable)?
@@ -1184,7 +1241,7 @@ fn apply_update(
         }
     }
     let promoted = promote(txn, limits, &inventory, now)?.map(Box::new);
-    Ok(UpdateOutcome::Applied { promoted })
+    Ok((UpdateOutcome::Applied { promoted }, Some(change)))
 }
 
 #[cfg(test)]

@@ -3,8 +3,10 @@
 //! at most one queued job, first final write wins) is the backend's to keep.
 
 pub mod embedded;
+mod output;
 pub mod redis;
 mod redis_address;
+mod redis_feed;
 
 use async_trait::async_trait;
 
@@ -12,6 +14,8 @@ use crate::auth::SecretDigest;
 use crate::domain::{Job, JobStatus, LaunchData, Lifetimes, NewJob, OnBusy};
 
 pub use self::embedded::EmbeddedStore;
+pub(crate) use self::output::apply_output;
+pub use self::output::{output_since, JobChange, JobSignal, OutputSince, TRUNCATION_MARKER};
 pub use self::redis::RedisStore;
 pub use self::redis_address::RedisAddress;
 
@@ -101,6 +105,10 @@ pub enum UpdateOutcome {
         current: JobStatus,
     },
 }
+
+/// Changes a slow reader of [`Store::job_signals`] may fall behind by
+/// before it is told it missed some.
+pub(crate) const SIGNAL_BACKLOG: usize = 1024;
 
 /// Most jobs one history page holds (contract §10: `limit` at most 500).
 pub const MAX_PAGE: usize = 500;
@@ -286,26 +294,6 @@ pub(crate) fn parse_app(deployment_id: &str, raw: &str) -> Result<AppRecord, Sto
     })
 }
 
-/// Applies an output change, keeping at most `max` bytes: the newest bytes
-/// win behind [`TRUNCATION_MARKER`]. (The Redis backend does the same in Lua.)
-pub(crate) fn changed_output(current: &str, change: &OutputChange, max: usize) -> String {
-    let output = match change {
-        OutputChange::Replace(text) => text.clone(),
-        OutputChange::Append(text) => format!("{current}{text}"),
-    };
-    if output.len() <= max {
-        return output;
-    }
-    let mut start = output.len() - max.saturating_sub(TRUNCATION_MARKER.len());
-    while !output.is_char_boundary(start) {
-        start += 1;
-    }
-    format!("{TRUNCATION_MARKER}{}", &output[start..])
-}
-
-/// Truncation marker put in front of output whose oldest bytes were dropped.
-pub const TRUNCATION_MARKER: &str = "[enac-cd: older output truncated]\n";
-
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> Result<(), StoreError>;
@@ -347,6 +335,9 @@ pub trait Store: Send + Sync + 'static {
     /// Promotes the inventory's queued job when its lock is free (after a
     /// crash let the lock lapse).
     async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError>;
+    /// Every saved change of a job's status or output, from whichever
+    /// instance made it, as soon as the store has it; each reader gets all.
+    fn job_signals(&self) -> tokio::sync::broadcast::Receiver<JobSignal>;
     /// Marks the job as being launched by `claimant`; false if another did first.
     async fn claim_launch(&self, job_id: &str, claimant: &str) -> Result<bool, StoreError>;
     async fn record_launch(&self, job_id: &str, record: &LaunchData) -> Result<(), StoreError>;

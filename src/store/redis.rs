@@ -11,12 +11,14 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Cmd, Pipeline, RedisFuture, RedisResult, Script, Value};
 use secrecy::{ExposeSecret, SecretString};
+use tokio::sync::broadcast;
 
 use super::redis_address::RedisAddress;
 pub use super::redis_address::RedisConnectOptions;
 use super::{
-    merge_newest, parse_app, AppRecord, CancelRequest, JobLimits, JobPage, JobQuery, JobUpdate,
-    OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome, TRUNCATION_MARKER,
+    merge_newest, parse_app, AppRecord, CancelRequest, JobLimits, JobPage, JobQuery, JobSignal,
+    JobUpdate, OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
+    SIGNAL_BACKLOG, TRUNCATION_MARKER,
 };
 use crate::domain::{
     is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Trigger,
@@ -78,6 +80,10 @@ pub struct RedisStore {
     prefix: String,
     limits: JobLimits,
     scripts: Scripts,
+    /// The changes heard on the store's channel, from every instance.
+    signals: broadcast::Sender<JobSignal>,
+    /// Whether the one subscription of this store was started.
+    listening: AtomicBool,
 }
 
 fn unavailable(error: redis::RedisError) -> StoreError {
@@ -103,8 +109,8 @@ fn manager_config() -> ConnectionManagerConfig {
 /// half-open connection (a dropped NAT entry, a partition) every command
 /// would time out for ever. So an I/O error, a timeout included, has a
 /// fresh manager built in the background and swapped in.
-struct ConnectionSlot {
-    address: RedisAddress,
+pub(super) struct ConnectionSlot {
+    pub(super) address: RedisAddress,
     current: RwLock<Generation>,
     /// One build at a time, however many commands fail meanwhile.
     rebuilding: AtomicBool,
@@ -138,7 +144,7 @@ impl ConnectionSlot {
             .clone()
     }
 
-    fn connection(self: &Arc<Self>) -> Connection {
+    pub(super) fn connection(self: &Arc<Self>) -> Connection {
         Connection {
             generation: self.current(),
             slot: Arc::clone(self),
@@ -183,7 +189,7 @@ async fn manager_for(address: &RedisAddress) -> RedisResult<ConnectionManager> {
 /// What every command of the store runs on: the manager current when it was
 /// taken, which it reports to its slot when it fails.
 #[derive(Clone)]
-struct Connection {
+pub(super) struct Connection {
     generation: Generation,
     slot: Arc<ConnectionSlot>,
 }
@@ -256,6 +262,8 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             limits,
             scripts: Scripts::load(),
+            signals: broadcast::channel(SIGNAL_BACKLOG).0,
+            listening: AtomicBool::new(false),
         };
         if let Err(error) = store.index_history().await {
             tracing::warn!(%error, "job history: indexing older jobs failed; the next start tries again");
@@ -475,6 +483,12 @@ fn parse_job(
         inventory: text("inventory").ok_or_else(corrupt)?,
         status,
         output: text("output").unwrap_or_default(),
+        output_end: text("output_end")
+            .and_then(|end| end.parse().ok())
+            .unwrap_or_default(),
+        output_base: text("output_base")
+            .and_then(|base| base.parse().ok())
+            .unwrap_or_default(),
         trigger,
         created_at: number(text("created_at")).ok_or_else(corrupt)?,
         started_at: number(text("started_at")),
@@ -697,10 +711,24 @@ impl Store for RedisStore {
             .arg(TRUNCATION_MARKER)
             .arg(now_ms())
             .arg(launch)
+            .arg(&self.prefix)
+            .arg(job_id)
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
         Ok(appended == 1)
+    }
+
+    fn job_signals(&self) -> broadcast::Receiver<JobSignal> {
+        let receiver = self.signals.subscribe();
+        if !self.listening.swap(true, Ordering::AcqRel) {
+            super::redis_feed::listen(
+                Arc::downgrade(&self.slot),
+                format!("{}job-changes", self.prefix),
+                self.signals.clone(),
+            );
+        }
+        receiver
     }
 
     async fn promote_queued(&self, inventory: &str) -> Result<Option<Job>, StoreError> {

@@ -45,6 +45,54 @@ local function cap_output(output, max, marker)
   return marker .. string.sub(output, start)
 end
 
+-- The pub/sub channel every saved change of a job is announced on.
+local function changes_channel(prefix)
+  return prefix .. 'job-changes'
+end
+
+-- Announces a saved change of a job: [id, status, output end offset, the
+-- text its output stream grew by] (output.rs's JobChange).
+local function announce(prefix, job, id, added)
+  local fields = redis.call('HMGET', job, 'status', 'output_end')
+  local stream_end = tonumber(fields[2]) or 0
+  redis.call('PUBLISH', changes_channel(prefix), cjson.encode({id, fields[1], stream_end, added}))
+end
+
+-- Applies an output change ('append' or 'replace') the way output.rs does,
+-- offsets included; returns the text the output stream grew by.
+local function change_output(job, mode, text, max, marker)
+  local fields = redis.call('HMGET', job, 'output', 'output_end', 'output_base')
+  local current = fields[1] or ''
+  local stream_end = tonumber(fields[2]) or 0
+  local base = tonumber(fields[3]) or 0
+  if stream_end < #current then stream_end, base = #current, 0 end
+  if base > stream_end then base = stream_end end
+  local added
+  if mode == 'append' then
+    added = text
+    text = current .. text
+    stream_end = stream_end + #added
+  else
+    local posted = stream_end - base
+    local body = current
+    if #current ~= posted and string.sub(current, 1, #marker) == marker then
+      body = string.sub(current, #marker + 1)
+    end
+    local from = posted - #body
+    if from >= 0 and #text >= posted and string.sub(text, from + 1, posted) == body then
+      added = string.sub(text, posted + 1)
+      stream_end = base + #text
+    else
+      added = text
+      base = stream_end
+      stream_end = stream_end + #text
+    end
+  end
+  redis.call('HSET', job, 'output', cap_output(text, max, marker),
+    'output_end', string.format('%d', stream_end), 'output_base', string.format('%d', base))
+  return added
+end
+
 -- Hands the inventory's lock to its queued job, if the lock is free and the
 -- queued job is still waiting.
 local function promote(prefix, inventory, lock_ttl, now)
@@ -59,5 +107,6 @@ local function promote(prefix, inventory, lock_ttl, now)
   redis.call('SET', lock, queued, 'PX', lock_ttl)
   redis.call('HSET', job, 'status', LOCK_HOLDER, 'started_at', now, 'updated_at', now)
   history_move(prefix, job, queued, WAITING, LOCK_HOLDER)
+  announce(prefix, job, queued, '')
   return queued
 end

@@ -8,16 +8,13 @@ if not current then return {'not_found'} end
 if not string.find(ARGV[3], ',' .. current .. ',', 1, true) then
   return {'refused', current}
 end
+local added = ''
 if ARGV[4] ~= 'none' then
-  local output = ARGV[5]
-  if ARGV[4] == 'append' then
-    output = (redis.call('HGET', KEYS[1], 'output') or '') .. output
-  end
-  output = cap_output(output, tonumber(ARGV[6]), ARGV[7])
-  redis.call('HSET', KEYS[1], 'output', output)
+  added = change_output(KEYS[1], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7])
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[8])
 history_move(ARGV[12], KEYS[1], ARGV[1], current, ARGV[2])
+announce(ARGV[12], KEYS[1], ARGV[1], added)
 if ARGV[9] ~= '1' then return {'applied', ''} end
 
 redis.call('HSET', KEYS[1], 'finished_at', ARGV[8])
