@@ -7,7 +7,8 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    free_addr, serve_env_at, write_apps_file, Backend, RedisServer, ServiceProcess, TestApp, SECRET,
+    eventually, free_addr, serve_env_at, write_apps_file, Backend, RedisServer, ServiceProcess,
+    TestApp, SECRET,
 };
 use enac_cd::domain::JobStatus;
 use tokio::process::Command;
@@ -59,10 +60,21 @@ impl std::fmt::Display for ClientRun {
 /// `enac-cd deploy --url URL --deployment-id ID --interval 1 [extra]`, with
 /// `DEPLOYMENT_SECRET` set to `secret` (or unset).
 fn client(url: &str, deployment_id: &str, secret: Option<&str>, extra: &[&str]) -> Command {
+    client_polling_every(url, deployment_id, secret, "1", extra)
+}
+
+/// [`client`] with another `--interval`: the polls' pause, when it polls.
+fn client_polling_every(
+    url: &str,
+    deployment_id: &str,
+    secret: Option<&str>,
+    interval: &str,
+    extra: &[&str],
+) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_enac-cd"));
     command
         .args(["deploy", "--url", url, "--deployment-id", deployment_id])
-        .args(["--interval", "1"])
+        .args(["--interval", interval])
         .args(extra)
         .env_remove("DEPLOYMENT_SECRET")
         .env_remove("CD_URL")
@@ -105,11 +117,11 @@ async fn a_successful_job_exits_0_and_prints_its_output_once() {
 }
 
 #[tokio::test]
-async fn output_that_grows_between_polls_is_printed_once() {
+async fn output_that_grows_while_the_client_follows_is_printed_once() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(&redis, &[]).await;
-    // Reports `sleeping`, sleeps 2 s, then appends `woke up`: polls every
-    // second see the output grow.
+    // Reports `sleeping`, sleeps 2 s, then appends `woke up`: the output
+    // grows while the client follows it.
     app.set_apps(&[("app-one", "sleep-2")]).await;
 
     let outcome = run_against(&app, "app-one", Some(SECRET)).await;
@@ -236,5 +248,125 @@ async fn the_client_retries_until_the_service_comes_up() {
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(outcome.occurrences("step 1"), 1, "{outcome}");
     assert_eq!(outcome.occurrences("done"), 1, "{outcome}");
+    drop(service);
+}
+
+/// Far longer than any job here: a client that polled would wait this long
+/// after its first poll, and run into the test's deadline.
+const NEVER: &str = "120";
+
+#[tokio::test]
+async fn the_client_follows_the_live_output_instead_of_polling() {
+    let app = TestApp::spawn_embedded(&[]).await;
+    // Reports `sleeping`, sleeps 2 s, then appends `woke up` and succeeds.
+    app.set_apps(&[("app-one", "sleep-2")]).await;
+
+    let outcome = run(client_polling_every(
+        &app.url(""),
+        "app-one",
+        Some(SECRET),
+        NEVER,
+        &[],
+    ))
+    .await;
+
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(outcome.occurrences("sleeping"), 1, "{outcome}");
+    assert_eq!(outcome.occurrences("woke up"), 1, "{outcome}");
+    assert!(
+        outcome.stdout.contains("finished successfully"),
+        "{outcome}"
+    );
+    assert!(outcome.elapsed < Duration::from_secs(30), "{outcome}");
+}
+
+#[tokio::test]
+async fn against_a_service_without_the_stream_the_client_polls() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    // An enac-cd from before the live output: a status token, but no stream.
+    let older = MockServer::start().await;
+    let answer = |body: serde_json::Value| ResponseTemplate::new(200).set_body_json(body);
+    Mock::given(method("POST"))
+        .and(path("/app-deploy/"))
+        .respond_with(answer(serde_json::json!({
+            "status": "starting", "job_id": "01J0000000000000000000000A", "output": "",
+            "status_token": "a-status-token"
+        })))
+        .mount(&older)
+        .await;
+    Mock::given(method("GET"))
+        .and(path("/api/v1/jobs/01J0000000000000000000000A/output"))
+        .respond_with(
+            ResponseTemplate::new(404).set_body_json(serde_json::json!({"error": "not found"})),
+        )
+        .mount(&older)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/job-status/"))
+        .respond_with(answer(serde_json::json!({
+            "status": "success", "job_id": "01J0000000000000000000000A", "output": "polled output\n"
+        })))
+        .mount(&older)
+        .await;
+
+    let outcome = run(client(&older.uri(), "app-one", Some(SECRET), &[])).await;
+
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(outcome.occurrences("polled output"), 1, "{outcome}");
+}
+
+#[tokio::test]
+async fn a_stream_cut_by_a_service_restart_resumes_without_repeating_output() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let addr = free_addr();
+    let mut envs = serve_env_at(&Backend::Redis(&redis), data_dir.path(), addr);
+    envs.push((
+        "CD_APPS_FILE",
+        write_apps_file(data_dir.path(), &[("app-one", "sleep-4")])
+            .display()
+            .to_string(),
+    ));
+    let first_envs = envs.clone();
+    let mut first = tokio::task::spawn_blocking(move || ServiceProcess::start(&first_envs, addr))
+        .await
+        .expect("the service starts");
+    let started = Instant::now();
+    let pending = client_polling_every(
+        &format!("http://{addr}"),
+        "app-one",
+        Some(SECRET),
+        NEVER,
+        &[],
+    )
+    .spawn()
+    .expect("the client binary runs");
+    let http = reqwest::Client::new();
+    // Running: the program reported `sleeping`, which the client was sent.
+    eventually("the job to run", Duration::from_secs(20), || async {
+        let request = http
+            .get(format!("http://{addr}/api/v1/jobs?status=running"))
+            .bearer_auth(common::ADMIN_TOKEN);
+        let (_, list) = common::send(request).await;
+        (list["jobs"].as_array().is_some_and(|jobs| !jobs.is_empty())).then_some(())
+    })
+    .await;
+
+    // A stop closes every stream; the next instance serves the same store.
+    first.terminate(Duration::from_secs(15));
+    let service = tokio::task::spawn_blocking(move || ServiceProcess::start(&envs, addr))
+        .await
+        .expect("the service starts again");
+    let output = tokio::time::timeout(CLIENT_DEADLINE, pending.wait_with_output())
+        .await
+        .expect("the client ends within its deadline")
+        .expect("the client's output is read");
+    let outcome = ClientRun::of(output, started.elapsed());
+
+    assert_eq!(outcome.code, Some(0), "{outcome}");
+    assert_eq!(outcome.occurrences("sleeping"), 1, "{outcome}");
+    assert_eq!(outcome.occurrences("woke up"), 1, "{outcome}");
+    assert!(outcome.elapsed < Duration::from_secs(50), "{outcome}");
     drop(service);
 }

@@ -7,6 +7,7 @@ use clap::Args;
 use reqwest::Url;
 use serde_json::Value;
 
+use super::follow::{follow_output, Followed};
 use super::{call_with_retry, http_client, print_new_output, CallError, EXIT_ERROR, EXIT_SUCCESS};
 use crate::domain::JobStatus;
 
@@ -55,7 +56,8 @@ pub struct LogsArgs {
     /// Keep printing new output until the job ends; exit 0 on success, 1 on error.
     #[arg(long)]
     pub follow: bool,
-    /// Seconds between polls with --follow.
+    /// Seconds between polls with --follow, against a service without the
+    /// live output stream.
     #[arg(long, default_value_t = 2)]
     pub interval: u64,
 }
@@ -294,6 +296,14 @@ pub async fn logs(args: LogsArgs) -> i32 {
             return EXIT_ERROR;
         }
     };
+    if args.follow {
+        let stream = client.url(&["jobs", &args.job, "output"]);
+        match follow_output(&stream, &client.token).await {
+            Ok(Followed::Ended(status)) => return ended(&args.job, &status),
+            Ok(Followed::Unavailable) => {}
+            Err(error) => eprintln!("\n-> Live output lost ({error}): polling"),
+        }
+    }
     let url = client.url(&["jobs", &args.job]);
     let mut printed = String::new();
     loop {
@@ -309,16 +319,20 @@ pub async fn logs(args: LogsArgs) -> i32 {
             return EXIT_SUCCESS;
         }
         match job["status"].as_str() {
-            Some("success") => {
-                eprintln!("-> Job {} ended: success", args.job);
-                return EXIT_SUCCESS;
-            }
-            Some("error") => {
-                eprintln!("! Error: job {} ended: error", args.job);
-                return EXIT_ERROR;
-            }
+            Some(status @ ("success" | "error")) => return ended(&args.job, status),
             _ => tokio::time::sleep(Duration::from_secs(args.interval)).await,
         }
+    }
+}
+
+/// Says how the followed job ended; its exit code (0 success, 1 otherwise).
+fn ended(job: &str, status: &str) -> i32 {
+    if status == "success" {
+        eprintln!("-> Job {job} ended: success");
+        EXIT_SUCCESS
+    } else {
+        eprintln!("! Error: job {job} ended: {status}");
+        EXIT_ERROR
     }
 }
 

@@ -2,6 +2,7 @@
 //! codes of the deployed GitHub Action (0 success, 1 error, 2 timeout); and
 //! the HTTP helpers every client subcommand shares.
 
+mod follow;
 pub mod healthcheck;
 pub mod jobs;
 
@@ -16,7 +17,8 @@ pub const EXIT_SUCCESS: i32 = 0;
 pub const EXIT_ERROR: i32 = 1;
 pub const EXIT_TIMEOUT: i32 = 2;
 
-/// How long one call is retried on 5xx and connection errors.
+/// How long one call is retried on 5xx and connection errors (and a lost
+/// output stream reconnected).
 const RETRY_FOR: Duration = Duration::from_secs(10);
 const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
@@ -44,7 +46,8 @@ pub struct DeployArgs {
     /// Audience asked for the GitHub token (the issuer's `audience` in enac-cd).
     #[arg(long, default_value = "enac-cd")]
     pub audience: String,
-    /// Seconds between status polls.
+    /// Seconds between status polls, against a service without the live
+    /// output stream (the client follows the stream when there is one).
     #[arg(long, default_value_t = 2)]
     pub interval: u64,
     /// Seconds before giving up (exit 2).
@@ -117,6 +120,11 @@ impl Deployer {
             return EXIT_ERROR;
         };
         println!("-> Job {job_id}");
+        if let Some(status_token) = started["status_token"].as_str() {
+            if let Some(code) = self.follow(job_id, status_token).await {
+                return code;
+            }
+        }
         // A secret keeps polling as the deployed action does; a token client
         // polls with the job's own status token.
         let (poll, poll_bearer) = match (&credentials, started["status_token"].as_str()) {
@@ -140,21 +148,57 @@ impl Deployer {
                 }
             };
             print_new_output(&mut printed, answer["output"].as_str().unwrap_or(""));
-            match answer["status"].as_str() {
-                Some("success") => {
-                    println!("-> App deploy finished successfully");
-                    return EXIT_SUCCESS;
+            if answer["status"] == "error" {
+                if let Some(error) = answer["error"].as_str() {
+                    println!("! Error: {error}");
                 }
-                Some("error") => {
-                    if let Some(error) = answer["error"].as_str() {
-                        println!("! Error: {error}");
-                    }
-                    println!("! Error: App deploy failed");
-                    return EXIT_ERROR;
-                }
-                _ => tokio::time::sleep(interval).await,
+            }
+            match answer["status"].as_str().and_then(deploy_outcome) {
+                Some(code) => return code,
+                None => tokio::time::sleep(interval).await,
             }
         }
+    }
+
+    /// Follows the job's live output to its end; `None` when the service
+    /// offers no stream, or lost it: the caller polls instead.
+    async fn follow(&self, job_id: &str, status_token: &str) -> Option<i32> {
+        let url = match follow::output_url(&self.base, job_id) {
+            Ok(url) => url,
+            Err(error) => {
+                println!("-> No live output ({error}): polling");
+                return None;
+            }
+        };
+        match follow::follow_output(&url, status_token).await {
+            Ok(follow::Followed::Ended(status)) => {
+                Some(deploy_outcome(&status).unwrap_or_else(|| {
+                    println!("! Error: the job ended with an unknown status {status:?}");
+                    EXIT_ERROR
+                }))
+            }
+            Ok(follow::Followed::Unavailable) => None,
+            Err(error) => {
+                println!("\n-> Live output lost ({error}): polling");
+                None
+            }
+        }
+    }
+}
+
+/// The exit code of a final status, announced as the deployed action does;
+/// `None` while the job is not final.
+fn deploy_outcome(status: &str) -> Option<i32> {
+    match status {
+        "success" => {
+            println!("-> App deploy finished successfully");
+            Some(EXIT_SUCCESS)
+        }
+        "error" => {
+            println!("! Error: App deploy failed");
+            Some(EXIT_ERROR)
+        }
+        _ => None,
     }
 }
 
