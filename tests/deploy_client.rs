@@ -217,18 +217,35 @@ async fn a_job_longer_than_the_client_timeout_exits_2() {
         .await;
 }
 
+/// The environment of the service binary at `addr` on `redis`, with
+/// `app-one` deploying `inventory`.
+fn service_env(
+    redis: &RedisServer,
+    data_dir: &std::path::Path,
+    addr: std::net::SocketAddr,
+    inventory: &str,
+) -> Vec<(&'static str, String)> {
+    let mut envs = serve_env_at(&Backend::Redis(redis), data_dir, addr);
+    let apps = write_apps_file(data_dir, &[("app-one", inventory)]);
+    envs.push(("CD_APPS_FILE", apps.display().to_string()));
+    envs
+}
+
+/// Waits for a spawned client to end.
+async fn finished(pending: tokio::process::Child, started: Instant) -> ClientRun {
+    let output = tokio::time::timeout(CLIENT_DEADLINE, pending.wait_with_output())
+        .await
+        .expect("the client ends within its deadline")
+        .expect("the client's output is read");
+    ClientRun::of(output, started.elapsed())
+}
+
 #[tokio::test]
 async fn the_client_retries_until_the_service_comes_up() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let addr = free_addr();
-    let mut envs = serve_env_at(&Backend::Redis(&redis), data_dir.path(), addr);
-    envs.push((
-        "CD_APPS_FILE",
-        write_apps_file(data_dir.path(), &[("app-one", "ok-one")])
-            .display()
-            .to_string(),
-    ));
+    let envs = service_env(&redis, data_dir.path(), addr, "ok-one");
 
     let started = Instant::now();
     let pending = client(&format!("http://{addr}"), "app-one", Some(SECRET), &[])
@@ -239,11 +256,7 @@ async fn the_client_retries_until_the_service_comes_up() {
     let service = tokio::task::spawn_blocking(move || ServiceProcess::start(&envs, addr))
         .await
         .expect("the service starts");
-    let output = tokio::time::timeout(CLIENT_DEADLINE, pending.wait_with_output())
-        .await
-        .expect("the client ends within its deadline")
-        .expect("the client's output is read");
-    let outcome = ClientRun::of(output, started.elapsed());
+    let outcome = finished(pending, started).await;
 
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(outcome.occurrences("step 1"), 1, "{outcome}");
@@ -321,13 +334,7 @@ async fn a_stream_cut_by_a_service_restart_resumes_without_repeating_output() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");
     let addr = free_addr();
-    let mut envs = serve_env_at(&Backend::Redis(&redis), data_dir.path(), addr);
-    envs.push((
-        "CD_APPS_FILE",
-        write_apps_file(data_dir.path(), &[("app-one", "sleep-4")])
-            .display()
-            .to_string(),
-    ));
+    let envs = service_env(&redis, data_dir.path(), addr, "sleep-4");
     let first_envs = envs.clone();
     let mut first = tokio::task::spawn_blocking(move || ServiceProcess::start(&first_envs, addr))
         .await
@@ -358,11 +365,7 @@ async fn a_stream_cut_by_a_service_restart_resumes_without_repeating_output() {
     let service = tokio::task::spawn_blocking(move || ServiceProcess::start(&envs, addr))
         .await
         .expect("the service starts again");
-    let output = tokio::time::timeout(CLIENT_DEADLINE, pending.wait_with_output())
-        .await
-        .expect("the client ends within its deadline")
-        .expect("the client's output is read");
-    let outcome = ClientRun::of(output, started.elapsed());
+    let outcome = finished(pending, started).await;
 
     assert_eq!(outcome.code, Some(0), "{outcome}");
     assert_eq!(outcome.occurrences("sleeping"), 1, "{outcome}");
