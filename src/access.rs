@@ -147,17 +147,34 @@ impl JobAccess {
     /// The job `job_id` if `caller` may read it; else `JobNotFound`, the
     /// same as for a job that does not exist.
     pub async fn api_job(&self, caller: &ApiCaller, job_id: &str) -> Result<Job, Denied> {
-        if let ApiCaller::StatusToken { job_id: own } = caller {
-            if own != job_id {
-                return Err(Denied::JobNotFound);
-            }
+        if !self.may_ask_for(caller, job_id) {
+            return Err(Denied::JobNotFound);
         }
         let job = self.store.job(job_id).await?.ok_or(Denied::JobNotFound)?;
+        self.may_read(caller, &job).await?;
+        Ok(job)
+    }
+
+    /// Whether `caller` may ask for `job_id` at all (a status token names
+    /// its one job): checked before any store read.
+    pub fn may_ask_for(&self, caller: &ApiCaller, job_id: &str) -> bool {
         match caller {
-            ApiCaller::Oidc(token) if !self.oidc_reaches(token, &job).await? => {
-                Err(Denied::JobNotFound)
-            }
-            _ => Ok(job),
+            ApiCaller::StatusToken { job_id: own } => own == job_id,
+            _ => true,
+        }
+    }
+
+    /// Whether `caller` may read `job`, already read; `JobNotFound` if not.
+    pub async fn may_read(&self, caller: &ApiCaller, job: &Job) -> Result<(), Denied> {
+        let reaches = match caller {
+            ApiCaller::StatusToken { job_id } => *job_id == job.id,
+            ApiCaller::Oidc(token) => self.oidc_reaches(token, job).await?,
+            ApiCaller::Admin | ApiCaller::Viewer => true,
+        };
+        if reaches {
+            Ok(())
+        } else {
+            Err(Denied::JobNotFound)
         }
     }
 

@@ -141,6 +141,46 @@ async fn a_reconnect_with_last_event_id_resumes_after_what_it_got() {
 }
 
 #[tokio::test]
+async fn a_long_stored_output_comes_in_pieces_each_with_its_offset() {
+    let app = service(Backend::Embedded).await;
+    app.set_apps(&[("app-hang", "hang-long")]).await;
+    let job = hanging_job(&app, "app-hang").await;
+    let long: String = (0..2000).map(|line| format!("ligne {line} é\n")).collect();
+    report(&app, &job.id, "running", &long, true).await;
+    let whole = format!("hanging\n{long}");
+
+    let mut events = EventStream::open(&app, &job.id, VIEWER_TOKEN, None).await;
+    let mut received = String::new();
+    let mut ids = Vec::new();
+    while received.len() < whole.len() {
+        let piece = events.next(DEADLINE).await.expect("the stream is open");
+        assert_eq!(piece.event, "output", "{piece:?}");
+        assert!(
+            piece.data.len() <= 16 * 1024 + 3,
+            "{} bytes",
+            piece.data.len()
+        );
+        received.push_str(&piece.data);
+        let id: u64 = piece.id.expect("an id").parse().expect("an offset");
+        assert_eq!(id, received.len() as u64, "the offset after the piece");
+        ids.push(id);
+    }
+    assert_eq!(received, whole);
+    assert!(ids.len() >= 2, "several pieces: {ids:?}");
+    events.expect("status", "running", DEADLINE).await;
+
+    // Resuming at a piece's id gives exactly the rest.
+    let middle = ids[0];
+    let mut resumed =
+        EventStream::open(&app, &job.id, VIEWER_TOKEN, Some(&middle.to_string())).await;
+    let mut rest = String::new();
+    while rest.len() < whole.len() - middle as usize {
+        rest.push_str(&resumed.next(DEADLINE).await.expect("open").data);
+    }
+    assert_eq!(rest, whole[middle as usize..]);
+}
+
+#[tokio::test]
 async fn output_through_one_replica_reaches_a_follower_of_another_within_a_second() {
     let redis = RedisServer::start();
     let writer = service(Backend::Redis(&redis)).await;

@@ -78,6 +78,13 @@ impl From<StoreError> for ApiError {
     }
 }
 
+/// A store failure shared by several waiters (one read for many followers).
+impl From<std::sync::Arc<StoreError>> for ApiError {
+    fn from(error: std::sync::Arc<StoreError>) -> Self {
+        ApiError::Unavailable(error.to_string())
+    }
+}
+
 impl From<Denied> for ApiError {
     fn from(denied: Denied) -> Self {
         match denied {

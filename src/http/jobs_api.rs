@@ -348,15 +348,17 @@ pub async fn follow_output(
         return Err(ApiError::NotFound("job not found"));
     }
     let from = resume_offset(&headers)?;
-    let read = async {
-        state
-            .access
-            .api_job(&caller, &job_id)
-            .await
-            .map_err(api_error)
-    };
-    let events = state.feed.follow(&job_id, from, read).await?;
-    let events = events.map(|event| Ok(sse_event(event)));
+    if !state.access.may_ask_for(&caller, &job_id) {
+        return Err(ApiError::NotFound("job not found"));
+    }
+    let joined = state.feed.join(&job_id, from).await?;
+    let joined = joined.ok_or(ApiError::NotFound("job not found"))?;
+    state
+        .access
+        .may_read(&caller, joined.job())
+        .await
+        .map_err(api_error)?;
+    let events = joined.events().map(|event| Ok(sse_event(event)));
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
 }
 

@@ -2,26 +2,36 @@
 //! appended, status change and end. The store announces each saved change
 //! once per instance (the Redis store through one subscription, the
 //! embedded store in-process); here the announcements are handed to the
-//! followers of each job, so a thousand followers cost no store read.
+//! followers of each job, so a thousand followers cost no store read. The
+//! reads there are (a follower joining, or catching up after missed
+//! changes) are shared by the followers of the job asking at once, and the
+//! output read is sent in pieces, so that a crowd joining a job with a long
+//! output holds one copy of it, not one each.
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, Stream};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{Job, JobStatus};
-use crate::store::{output_since, JobChange, JobSignal, Store};
+use crate::store::{output_since, JobChange, JobSignal, Store, StoreError};
 
 /// Changes one job's followers may fall behind by before they read the job
 /// again instead.
 const FOLLOWER_BACKLOG: usize = 256;
 /// The pause before reading a job again when the store failed to answer.
 const REREAD_PAUSE: Duration = Duration::from_secs(1);
+/// The most output one event carries when stored output is sent: a
+/// follower holds one piece at a time (at least the truncation marker).
+const PIECE: usize = 16 * 1024;
+
+/// A read of a job, shared by whoever asks for the job while it runs.
+type SharedRead = Shared<BoxFuture<'static, Result<Option<Arc<Job>>, Arc<StoreError>>>>;
 
 /// What a follower of a job's output is sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -38,6 +48,7 @@ pub enum FollowEvent {
 pub struct JobFeed {
     store: Arc<dyn Store>,
     followed: Mutex<HashMap<String, broadcast::Sender<JobSignal>>>,
+    reads: Mutex<HashMap<String, SharedRead>>,
     /// Cancelled when the service stops: followers' streams close (without
     /// an `end`), so that they reconnect elsewhere instead of holding the drain.
     closing: CancellationToken,
@@ -50,6 +61,7 @@ impl JobFeed {
         let feed = Arc::new(JobFeed {
             store,
             followed: Mutex::new(HashMap::new()),
+            reads: Mutex::new(HashMap::new()),
             closing: CancellationToken::new(),
         });
         let weak = Arc::downgrade(&feed);
@@ -104,39 +116,83 @@ impl JobFeed {
         }
     }
 
-    /// Follows a job's output from byte offset `from` (0: all of it).
-    /// `read` reads the job, or refuses the caller: it runs once the
-    /// follower listens, so no change falls between the read and the
-    /// first announcement.
-    pub async fn follow<E>(
+    /// The job as the store holds it now; concurrent asks for one job make
+    /// one store read.
+    async fn read(self: &Arc<Self>, job_id: &str) -> Result<Option<Arc<Job>>, Arc<StoreError>> {
+        let read = {
+            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
+            reads
+                .entry(job_id.to_owned())
+                .or_insert_with(|| {
+                    let (feed, job_id) = (Arc::clone(self), job_id.to_owned());
+                    async move {
+                        let read = feed.store.job(&job_id).await;
+                        // Later asks start a fresh read: they may follow a change.
+                        feed.reads
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .remove(&job_id);
+                        read.map(|job| job.map(Arc::new)).map_err(Arc::new)
+                    }
+                    .boxed()
+                    .shared()
+                })
+                .clone()
+        };
+        read.await
+    }
+
+    /// Starts following a job's output from byte offset `from` (0: all of
+    /// it): listens first, then reads the job, so that no change falls
+    /// between the read and the first announcement. `None` for no such job.
+    pub async fn join(
         self: &Arc<Self>,
         job_id: &str,
         from: u64,
-        read: impl Future<Output = Result<Job, E>>,
-    ) -> Result<Following, E> {
+    ) -> Result<Option<Joined>, Arc<StoreError>> {
         let subscription = self.subscribe(job_id);
-        let job = read.await?;
+        let Some(job) = self.read(job_id).await? else {
+            return Ok(None);
+        };
         let mut follower = Follower {
-            store: Arc::clone(&self.store),
-            closing: self.closing.clone(),
+            feed: Arc::clone(self),
             subscription,
             sent: from,
             status: None,
+            backlog: None,
             pending: VecDeque::new(),
             done: false,
         };
-        follower.catch_up(&job);
-        Ok(Box::pin(futures::stream::unfold(
-            follower,
+        follower.catch_up(Arc::clone(&job));
+        Ok(Some(Joined { job, follower }))
+    }
+}
+
+/// A follower that joined: the job as it was read, to decide whether the
+/// caller may follow it, then its events.
+pub struct Joined {
+    job: Arc<Job>,
+    follower: Follower,
+}
+
+impl Joined {
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+
+    /// The events, until the job ends, is gone, or the service stops.
+    pub fn events(self) -> Following {
+        Box::pin(futures::stream::unfold(
+            self.follower,
             |mut follower| async move {
                 let event = follower.next().await?;
                 Some((event, follower))
             },
-        )))
+        ))
     }
 }
 
-/// The events of one follower, until the job ends, is gone, or the service stops.
+/// The events of one follower.
 pub type Following = std::pin::Pin<Box<dyn Stream<Item = FollowEvent> + Send>>;
 
 /// A follower's receiver of one job's changes; the last one to go takes the
@@ -161,12 +217,14 @@ impl Drop for Subscription {
 }
 
 struct Follower {
-    store: Arc<dyn Store>,
-    closing: CancellationToken,
+    feed: Arc<JobFeed>,
     subscription: Subscription,
     /// The offset of the output sent so far.
     sent: u64,
     status: Option<JobStatus>,
+    /// A read job whose output past `sent` is still to be sent, piece by piece.
+    backlog: Option<Arc<Job>>,
+    /// What comes after the backlog.
     pending: VecDeque<FollowEvent>,
     done: bool,
 }
@@ -183,6 +241,9 @@ fn moves_on(current: Option<JobStatus>, next: JobStatus) -> bool {
 impl Follower {
     async fn next(&mut self) -> Option<FollowEvent> {
         loop {
+            if let Some(piece) = self.next_piece() {
+                return Some(piece);
+            }
             if let Some(event) = self.pending.pop_front() {
                 return Some(event);
             }
@@ -192,7 +253,7 @@ impl Follower {
             let receiver = self.subscription.receiver.as_mut()?;
             let heard = tokio::select! {
                 heard = receiver.recv() => heard,
-                _ = self.closing.cancelled() => return None,
+                _ = self.feed.closing.cancelled() => return None,
             };
             match heard {
                 Ok(JobSignal::Changed(change)) => {
@@ -206,17 +267,30 @@ impl Follower {
         }
     }
 
-    /// Queues what the stored job holds beyond what was sent.
-    fn catch_up(&mut self, job: &Job) {
-        let since = output_since(job, self.sent);
-        if !since.text.is_empty() {
-            self.pending.push_back(FollowEvent::Output {
-                text: since.text.to_owned(),
-                end: since.end,
-            });
-        }
-        self.sent = self.sent.max(since.end);
+    /// Queues what the stored job holds beyond what was sent: its output
+    /// (sent piece by piece), then its status.
+    fn catch_up(&mut self, job: Arc<Job>) {
         self.status_is(job.status);
+        self.backlog = Some(job);
+    }
+
+    /// The next piece of the backlog's output, at most [`PIECE`] bytes cut
+    /// at a character, with the offset after it.
+    fn next_piece(&mut self) -> Option<FollowEvent> {
+        let job = self.backlog.as_ref()?;
+        let since = output_since(job, self.sent);
+        if since.text.is_empty() || since.end <= self.sent {
+            self.backlog = None;
+            return None;
+        }
+        let mut cut = since.text.len().min(PIECE);
+        while !since.text.is_char_boundary(cut) {
+            cut += 1;
+        }
+        let end = since.end - (since.text.len() - cut) as u64;
+        let text = since.text[..cut].to_owned();
+        self.sent = end;
+        Some(FollowEvent::Output { text, end })
     }
 
     /// Queues what a change adds; false when it cannot be told from the
@@ -256,9 +330,9 @@ impl Follower {
     /// (expired) or the service is stopping.
     async fn read_again(&mut self) -> Option<()> {
         loop {
-            match self.store.job(&self.subscription.job_id).await {
+            match self.feed.read(&self.subscription.job_id).await {
                 Ok(Some(job)) => {
-                    self.catch_up(&job);
+                    self.catch_up(job);
                     return Some(());
                 }
                 Ok(None) => return None,
@@ -268,7 +342,7 @@ impl Follower {
             }
             tokio::select! {
                 _ = tokio::time::sleep(REREAD_PAUSE) => {}
-                _ = self.closing.cancelled() => return None,
+                _ = self.feed.closing.cancelled() => return None,
             }
         }
     }
