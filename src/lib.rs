@@ -282,6 +282,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         policies,
         metrics,
         max_output: settings.max_output,
+        secure_cookies: settings.public_url().starts_with("https://"),
         min_secret_length: settings.min_secret_length,
         connections: http::server::ConnectionLimits {
             header_timeout: settings.header_timeout,

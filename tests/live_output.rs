@@ -10,10 +10,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::program::{hanging_program, ProgramGuard};
+use common::program::{hanging_program, report, ProgramGuard};
 use common::sse::{follow_request, EventStream};
 use common::*;
-use enac_cd::jobs::TokenKind;
 use serde_json::{json, Value};
 
 const VIEWER_TOKEN: &str = "test-viewer-token-0123456789";
@@ -45,20 +44,6 @@ async fn hanging_job(app: &TestApp, deployment_id: &str) -> HangingJob {
             .to_owned(),
         id,
     }
-}
-
-/// The job's program reporting through `app`: `POST /set-job-status/`.
-async fn report(app: &TestApp, job_id: &str, status: &str, output: &str, append: bool) {
-    let token =
-        app.state
-            .lifecycle
-            .tokens()
-            .issue(TokenKind::Callback, job_id, Duration::from_secs(600));
-    let body = json!({"job_id": job_id, "status": status, "output": output, "append": append});
-    let (code, answer) = app
-        .post_with_token("/set-job-status/", Some(&token), &body)
-        .await;
-    assert_eq!(code, 200, "{answer}");
 }
 
 async fn a_follower_gets_the_stored_output_then_each_chunk_and_the_end(app: TestApp) {

@@ -17,8 +17,8 @@ use enac_cd::domain::{now_ms, Job, JobStatus, NewJob, Trigger, TriggerKind};
 use enac_cd::launch::LaunchRecord;
 use enac_cd::store::{
     output_since, AppRecord, BadCursor, CancelRequest, EmbeddedStore, JobCursor, JobLimits,
-    JobPage, JobQuery, JobSignal, JobUpdate, OutputChange, RedisStore, StartOutcome, Store,
-    StoreError, UpdateOutcome, TRUNCATION_MARKER,
+    JobPage, JobQuery, JobSignal, JobUpdate, OutputChange, RedisStore, SessionRecord, StartOutcome,
+    Store, StoreError, UpdateOutcome, TRUNCATION_MARKER,
 };
 use secrecy::SecretString;
 use tempfile::TempDir;
@@ -2542,6 +2542,61 @@ async fn remember_is_true_once_until_forgotten(backend: Backend) {
         .expect("remember"));
 }
 
+fn session(role: &str) -> SessionRecord {
+    SessionRecord {
+        role: role.to_owned(),
+        csrf: format!("csrf-of-{role}"),
+    }
+}
+
+async fn a_session_lasts_until_it_expires_or_ends(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let store = &harness.store;
+    store
+        .save_session("key-admin", &session("admin"), 60_000)
+        .await
+        .expect("save");
+    store
+        .save_session("key-short", &session("viewer"), SHORT_TTL_MS)
+        .await
+        .expect("save");
+    assert_eq!(
+        store.session("key-admin").await.expect("read"),
+        Some(session("admin"))
+    );
+    assert_eq!(store.session("key-unknown").await.expect("read"), None);
+
+    store.end_session("key-admin").await.expect("end");
+    assert_eq!(
+        store.session("key-admin").await.expect("read"),
+        None,
+        "ended"
+    );
+    eventually("the short session to expire", DEADLINE, || async {
+        store
+            .session("key-short")
+            .await
+            .expect("read")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    // Another replica, or the store after a restart, sees the same.
+    store
+        .save_session("key-kept", &session("viewer"), 60_000)
+        .await
+        .expect("save");
+    let harness = harness.reopen().await;
+    assert_eq!(
+        harness.store.session("key-kept").await.expect("read"),
+        Some(session("viewer"))
+    );
+    assert_eq!(
+        harness.store.session("key-admin").await.expect("read"),
+        None
+    );
+}
+
 macro_rules! conformance {
     (shared: [$($case:ident),* $(,)?], embedded_only: [$($only:ident),* $(,)?] $(,)?) => {
         mod redis {
@@ -2587,6 +2642,7 @@ conformance! {
         truncated_output_keeps_its_offsets,
         followed_output_is_appended_to_open_jobs_only,
         remember_is_true_once_until_forgotten,
+        a_session_lasts_until_it_expires_or_ends,
         remember_is_all_or_nothing,
         forget_lets_a_key_be_remembered_again,
         updating_an_unknown_job_is_not_found,

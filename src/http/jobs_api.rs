@@ -20,7 +20,7 @@ use super::AppState;
 use crate::access::{ApiCaller, Denied, ListScope};
 use crate::domain::{is_plausible_job_id, rfc3339_of_ms, Job, JobStatus, Trigger, TriggerKind};
 use crate::jobs::{Cancel, FollowEvent};
-use crate::store::{JobCursor, JobPage, JobQuery};
+use crate::store::{AppRecord, JobCursor, JobPage, JobQuery};
 
 /// Jobs per page when `limit` is not given, and the most a page may hold.
 const DEFAULT_LIMIT: usize = 50;
@@ -295,17 +295,19 @@ pub async fn get_job(
 const KEEP_ALIVE: Duration = Duration::from_secs(10);
 
 /// `Last-Event-ID`: the offset a reconnecting follower resumes from.
-fn resume_offset(headers: &HeaderMap) -> Result<u64, ApiError> {
-    match headers.get("last-event-id") {
-        None => Ok(0),
-        Some(value) => value
-            .to_str()
-            .ok()
-            .and_then(|text| text.trim().parse::<u64>().ok())
-            .ok_or_else(|| {
-                ApiError::BadRequest("Last-Event-ID: must be an output event's id".to_owned())
-            }),
-    }
+pub(crate) fn resume_offset(headers: &HeaderMap) -> Result<Option<u64>, ApiError> {
+    headers
+        .get("last-event-id")
+        .map(|value| {
+            value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::BadRequest("Last-Event-ID: must be an output event's id".to_owned())
+                })
+        })
+        .transpose()
 }
 
 fn sse_event(event: FollowEvent) -> Event {
@@ -344,18 +346,26 @@ pub async fn follow_output(
     Path(job_id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    if !is_plausible_job_id(&job_id) {
+    live_output(&state, &caller, &job_id, resume_offset(&headers)?).await
+}
+
+/// The live output of `job_id` for `caller`, resuming at `Last-Event-ID`
+/// (also the status page's, for its sessions).
+pub(crate) async fn live_output(
+    state: &AppState,
+    caller: &ApiCaller,
+    job_id: &str,
+    from: Option<u64>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    if !is_plausible_job_id(job_id) || !state.access.may_ask_for(caller, job_id) {
         return Err(ApiError::NotFound("job not found"));
     }
-    let from = resume_offset(&headers)?;
-    if !state.access.may_ask_for(&caller, &job_id) {
-        return Err(ApiError::NotFound("job not found"));
-    }
-    let joined = state.feed.join(&job_id, from).await?;
+    let from = from.unwrap_or(0);
+    let joined = state.feed.join(job_id, from).await?;
     let joined = joined.ok_or(ApiError::NotFound("job not found"))?;
     state
         .access
-        .may_read(&caller, joined.job())
+        .may_read(caller, joined.job())
         .await
         .map_err(api_error)?;
     let events = joined.events().map(|event| Ok(sse_event(event)));
@@ -448,6 +458,28 @@ pub async fn list_deployments(
     Caller(caller): Caller,
 ) -> Result<Json<DeploymentList>, ApiError> {
     state.access.may_read_all(&caller)?;
+    let deployments = deployments(&state)
+        .await?
+        .into_iter()
+        .map(|deployment| DeploymentView {
+            deployment_id: deployment.app.deployment_id,
+            inventory: deployment.app.inventory,
+            ingress: deployment.ingress,
+            last_job: deployment.last_job.map(|job| ApiJob::of(job, false)),
+        })
+        .collect();
+    Ok(Json(DeploymentList { deployments }))
+}
+
+/// A deployment of the app list, how it can be asked for, its last job.
+pub(crate) struct Deployment {
+    pub app: AppRecord,
+    pub ingress: Vec<Ingress>,
+    pub last_job: Option<Job>,
+}
+
+/// Every deployment, by id, from the app list and the policies.
+pub(crate) async fn deployments(state: &AppState) -> Result<Vec<Deployment>, ApiError> {
     let mut apps = state.store.apps().await?;
     apps.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
     let policies = state.policies.current();
@@ -461,7 +493,7 @@ pub async fn list_deployments(
         async move { store.list_jobs(&query).await }
     });
     let last_jobs = futures::future::try_join_all(last_jobs).await?;
-    let deployments = apps
+    Ok(apps
         .into_iter()
         .zip(last_jobs)
         .map(|(app, page)| {
@@ -480,44 +512,11 @@ pub async fn list_deployments(
             }
             ingress.extend(webhook.then_some(Ingress::Webhook));
             ingress.extend(oidc.then_some(Ingress::Oidc));
-            DeploymentView {
-                deployment_id: app.deployment_id,
-                inventory: app.inventory,
+            Deployment {
+                app,
                 ingress,
-                last_job: page
-                    .jobs
-                    .into_iter()
-                    .next()
-                    .map(|job| ApiJob::of(job, false)),
+                last_job: page.jobs.into_iter().next(),
             }
         })
-        .collect();
-    Ok(Json(DeploymentList { deployments }))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn list_parameters_are_checked_and_named_when_bad() {
-        let query = list_query(Some("deployment_id=app&status=error&status=queued&limit=7"))
-            .expect("a valid query");
-        assert_eq!(query.deployment_id.as_deref(), Some("app"));
-        assert_eq!(query.statuses, [JobStatus::Error, JobStatus::Queued]);
-        assert_eq!(query.limit, 7);
-        assert_eq!(list_query(None).expect("no query").limit, DEFAULT_LIMIT);
-        for (raw, named) in [
-            ("status=done", "status"),
-            ("limit=0", "limit"),
-            ("limit=501", "limit"),
-            ("limit=x", "limit"),
-            ("cursor=nope", "cursor"),
-            ("deployment_id=", "deployment_id"),
-            ("colour=red", "colour"),
-        ] {
-            let error = list_query(Some(raw)).expect_err(raw).to_string();
-            assert!(error.contains(named), "{raw}: {error}");
-        }
-    }
+        .collect())
 }

@@ -10,6 +10,7 @@ mod legacy;
 mod openapi;
 mod ops;
 pub mod server;
+mod ui;
 mod webhooks;
 
 use std::sync::Arc;
@@ -52,6 +53,8 @@ pub struct AppState {
     pub max_output: usize,
     /// `CD_MIN_SECRET_LENGTH`: the shortest deployment secret accepted.
     pub min_secret_length: usize,
+    /// Whether session cookies are `Secure` (`CD_PUBLIC_URL` is https).
+    pub secure_cookies: bool,
     /// Timeouts and the cap of the HTTP connections.
     pub connections: server::ConnectionLimits,
     pub policies: Policies,
@@ -122,6 +125,15 @@ fn endpoints(callback_limit: usize) -> OpenApiRouter<AppState> {
         .routes(routes!(jobs_api::follow_output))
         .routes(routes!(jobs_api::cancel_job))
         .routes(routes!(jobs_api::list_deployments))
+        .routes(routes!(ui::login_form, ui::login))
+        .routes(routes!(ui::logout))
+        .routes(routes!(ui::deployments_page))
+        .routes(routes!(ui::deployment_page))
+        .routes(routes!(ui::job_page))
+        .routes(routes!(ui::job_output))
+        .routes(routes!(ui::cancel))
+        .routes(routes!(ui::style))
+        .routes(routes!(ui::script))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .merge(callback)
         .merge(webhooks)

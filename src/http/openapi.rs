@@ -29,6 +29,7 @@ other status."
         (name = "jobs", description = "The job history (contract §10): admin, viewer, status or OIDC job token"),
         (name = "webhooks", description = "GitHub and GitLab deliveries, verified against the policies"),
         (name = "operations", description = "Health, readiness, metrics, this document"),
+        (name = "ui", description = "The status page (HTML, for people): a session opened with the admin or viewer token"),
     )
 )]
 pub struct ApiDoc;

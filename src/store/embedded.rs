@@ -19,8 +19,8 @@ use tokio::sync::broadcast;
 
 use super::{
     apply_output, parse_app, AppRecord, CancelRequest, JobChange, JobLimits, JobPage, JobQuery,
-    JobSignal, JobUpdate, OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
-    SIGNAL_BACKLOG,
+    JobSignal, JobUpdate, OutputChange, SessionRecord, StartOutcome, Store, StoreError, StoredApp,
+    UpdateOutcome, SIGNAL_BACKLOG,
 };
 use crate::domain::{is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy};
 
@@ -51,6 +51,8 @@ const HISTORY_INDEXED: &str = "history-indexed";
 const ALL_DEPLOYMENTS: &str = "";
 /// Remembered keys → Unix ms when they are forgotten.
 const SEEN: TableDefinition<&str, i64> = TableDefinition::new("seen");
+/// Session key → [`StoredSession`].
+const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// Instance leases are kept among the remembered keys, under this prefix.
 const INSTANCE_PREFIX: &str = "instance:";
 
@@ -69,6 +71,14 @@ struct StoredJob {
     #[serde(flatten)]
     job: Job,
     /// Unix ms after which the job is gone.
+    expires_at: i64,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredSession {
+    #[serde(flatten)]
+    session: SessionRecord,
+    /// Unix ms after which the session is gone.
     expires_at: i64,
 }
 
@@ -330,6 +340,7 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
         txn.open_table(INDEX).map_err(unavailable)?;
         txn.open_table(META).map_err(unavailable)?;
         txn.open_table(SEEN).map_err(unavailable)?;
+        txn.open_table(SESSIONS).map_err(unavailable)?;
         JobTables::open(txn)?;
         Ok(())
     })?;
@@ -511,6 +522,13 @@ fn purge(db: &Database) -> Result<usize, Fault> {
         }
         let mut seen = txn.open_table(SEEN).map_err(unavailable)?;
         seen.retain(|_, forget_at| forget_at > now)
+            .map_err(unavailable)?;
+        let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+        sessions
+            .retain(|_, raw| {
+                serde_json::from_slice::<StoredSession>(raw)
+                    .is_ok_and(|stored| stored.expires_at > now)
+            })
             .map_err(unavailable)?;
         Ok(())
     })?;
@@ -979,6 +997,55 @@ impl Store for EmbeddedStore {
                 Ok(())
             })?;
             Ok(first)
+        })
+        .await
+    }
+
+    async fn save_session(
+        &self,
+        key: &str,
+        session: &SessionRecord,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let stored = StoredSession {
+            session: session.clone(),
+            expires_at: now_ms() + ttl_ms,
+        };
+        let (key, raw) = (key.to_owned(), encode(&stored)?);
+        self.run(move |db, _| {
+            write(db, |txn| {
+                let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+                sessions
+                    .insert(key.as_str(), raw.as_slice())
+                    .map_err(unavailable)?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |txn| {
+            let sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+            let Some(raw) = sessions.get(key.as_str()).map_err(unavailable)? else {
+                return Ok(None);
+            };
+            let stored: StoredSession =
+                serde_json::from_slice(raw.value()).map_err(|_| corrupt("session"))?;
+            Ok((stored.expires_at > now_ms()).then_some(stored.session))
+        })
+        .await
+    }
+
+    async fn end_session(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.run(move |db, _| {
+            write(db, |txn| {
+                let mut sessions = txn.open_table(SESSIONS).map_err(unavailable)?;
+                sessions.remove(key.as_str()).map_err(unavailable)?;
+                Ok(())
+            })
         })
         .await
     }

@@ -27,6 +27,16 @@ pub struct AppRecord {
     pub secret: Option<SecretDigest>,
 }
 
+/// A status-page session as the store keeps it, under a digest of the
+/// cookie's id (the store never holds an id a cookie could replay).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionRecord {
+    /// Whose token opened it: `admin` or `viewer`.
+    pub role: String,
+    /// The token every form POST of the session must carry.
+    pub csrf: String,
+}
+
 /// Limits the store applies to every job.
 #[derive(Clone, Copy, Debug)]
 pub struct JobLimits {
@@ -365,6 +375,18 @@ pub trait Store: Send + Sync + 'static {
     /// Forgets keys this caller remembered, so that a request whose job did
     /// not start (ignored, refused as busy, failed) may come again.
     async fn forget(&self, keys: &[&str]) -> Result<(), StoreError>;
+
+    /// Keeps a status-page session under `key` for `ttl_ms`.
+    async fn save_session(
+        &self,
+        key: &str,
+        session: &SessionRecord,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// The session under `key`, unless it expired or was ended.
+    async fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError>;
+    /// Ends the session under `key` (a logout): it is gone for every replica.
+    async fn end_session(&self, key: &str) -> Result<(), StoreError>;
 
     /// Renews `instance`'s lease for `ttl_ms`.
     async fn heartbeat(&self, instance: &str, ttl_ms: i64) -> Result<(), StoreError>;

@@ -17,8 +17,8 @@ use super::redis_address::RedisAddress;
 pub use super::redis_address::RedisConnectOptions;
 use super::{
     merge_newest, parse_app, AppRecord, CancelRequest, JobLimits, JobPage, JobQuery, JobSignal,
-    JobUpdate, OutputChange, StartOutcome, Store, StoreError, StoredApp, UpdateOutcome,
-    SIGNAL_BACKLOG, TRUNCATION_MARKER,
+    JobUpdate, OutputChange, SessionRecord, StartOutcome, Store, StoreError, StoredApp,
+    UpdateOutcome, SIGNAL_BACKLOG, TRUNCATION_MARKER,
 };
 use crate::domain::{
     is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Trigger,
@@ -936,6 +936,44 @@ impl Store for RedisStore {
             .collect();
         self.connection()
             .del::<_, ()>(keys)
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn save_session(
+        &self,
+        key: &str,
+        session: &SessionRecord,
+        ttl_ms: i64,
+    ) -> Result<(), StoreError> {
+        let value = serde_json::to_string(session)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        self.connection()
+            .pset_ex::<_, _, ()>(
+                self.key(&format!("session:{key}")),
+                value,
+                ttl_ms.max(1) as u64,
+            )
+            .await
+            .map_err(unavailable)
+    }
+
+    async fn session(&self, key: &str) -> Result<Option<SessionRecord>, StoreError> {
+        let value: Option<String> = self
+            .connection()
+            .get(self.key(&format!("session:{key}")))
+            .await
+            .map_err(unavailable)?;
+        value
+            .map(|raw| {
+                serde_json::from_str(&raw).map_err(|_| StoreError::Corrupt("session".into()))
+            })
+            .transpose()
+    }
+
+    async fn end_session(&self, key: &str) -> Result<(), StoreError> {
+        self.connection()
+            .del::<_, ()>(self.key(&format!("session:{key}")))
             .await
             .map_err(unavailable)
     }

@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod binary;
+pub mod browser;
 pub mod docker;
 pub mod oidc;
 pub mod program;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use enac_cd::domain::JobStatus;
+use enac_cd::jobs::TokenKind;
 use enac_cd::launch::LaunchRecord;
+use serde_json::json;
 
 use super::app::TestApp;
 use super::wait::eventually;
@@ -53,4 +55,19 @@ pub async fn hanging_program(app: &TestApp, job_id: &str, deadline: Duration) ->
         panic!("not a process launch: {record:?}");
     };
     ProgramGuard { pid, start_ticks }
+}
+
+/// The job's program reporting through `app`: `POST /set-job-status/` with
+/// the job's callback token.
+pub async fn report(app: &TestApp, job_id: &str, status: &str, output: &str, append: bool) {
+    let token =
+        app.state
+            .lifecycle
+            .tokens()
+            .issue(TokenKind::Callback, job_id, Duration::from_secs(600));
+    let body = json!({"job_id": job_id, "status": status, "output": output, "append": append});
+    let (code, answer) = app
+        .post_with_token("/set-job-status/", Some(&token), &body)
+        .await;
+    assert_eq!(code, 200, "{answer}");
 }
