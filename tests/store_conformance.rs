@@ -1893,6 +1893,36 @@ async fn history_filters_by_deployment(backend: Backend) {
     );
 }
 
+async fn last_jobs_are_each_deployments_newest_in_the_order_asked(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let one_a = harness.started_for("app-one", "inv-1").await;
+    let two = harness.started_for("app-two", "inv-2").await;
+    let one_b = harness.started_for("app-one", "inv-3").await;
+    // The newest job of app-one moves to another status: still the newest.
+    harness.set_status(&one_b.id, JobStatus::Error).await;
+    harness.set_status(&one_a.id, JobStatus::Running).await;
+
+    let asked: Vec<String> = ["app-two", "nobody", "app-one", "app-one:x"]
+        .map(str::to_owned)
+        .to_vec();
+    let last = harness.store.last_jobs(&asked).await.expect("last jobs");
+    let ids: Vec<Option<&str>> = last
+        .iter()
+        .map(|job| job.as_ref().map(|job| job.id.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [Some(two.id.as_str()), None, Some(one_b.id.as_str()), None]
+    );
+    let newest = last[2].as_ref().expect("app-one's job");
+    assert_eq!(newest.status, JobStatus::Error);
+    assert_eq!(newest.output, "", "no output is read");
+    assert_eq!(
+        harness.store.last_jobs(&[]).await.expect("none asked"),
+        Vec::<Option<Job>>::new()
+    );
+}
+
 async fn history_filters_by_several_statuses(backend: Backend) {
     let harness = Harness::open(backend, LONG).await;
     let ok = job_in(&harness, "inv-ok", JobStatus::Success).await;
@@ -2662,6 +2692,7 @@ conformance! {
         finished_jobs_expire_after_the_job_ttl,
         history_lists_newest_first,
         history_filters_by_deployment,
+        last_jobs_are_each_deployments_newest_in_the_order_asked,
         history_filters_by_several_statuses,
         history_pages_through_120_jobs_without_repeat_or_skip,
         history_paging_is_not_disturbed_by_new_jobs,

@@ -483,20 +483,12 @@ pub(crate) async fn deployments(state: &AppState) -> Result<Vec<Deployment>, Api
     let mut apps = state.store.apps().await?;
     apps.sort_by(|a, b| a.deployment_id.cmp(&b.deployment_id));
     let policies = state.policies.current();
-    let last_jobs = apps.iter().map(|app| {
-        let query = JobQuery {
-            deployment_id: Some(app.deployment_id.clone()),
-            limit: 1,
-            ..JobQuery::default()
-        };
-        let store = &state.store;
-        async move { store.list_jobs(&query).await }
-    });
-    let last_jobs = futures::future::try_join_all(last_jobs).await?;
+    let ids: Vec<String> = apps.iter().map(|app| app.deployment_id.clone()).collect();
+    let last_jobs = state.store.last_jobs(&ids).await?;
     Ok(apps
         .into_iter()
         .zip(last_jobs)
-        .map(|(app, page)| {
+        .map(|(app, last_job)| {
             let granted = policies
                 .policies
                 .iter()
@@ -515,7 +507,7 @@ pub(crate) async fn deployments(state: &AppState) -> Result<Vec<Deployment>, Api
             Deployment {
                 app,
                 ingress,
-                last_job: page.jobs.into_iter().next(),
+                last_job,
             }
         })
         .collect())

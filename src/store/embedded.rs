@@ -956,6 +956,24 @@ impl Store for EmbeddedStore {
         self.read(move |txn| history_page(txn, &query)).await
     }
 
+    async fn last_jobs(&self, deployment_ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
+        let ids = deployment_ids.to_vec();
+        // One read transaction for them all.
+        self.read(move |txn| {
+            ids.into_iter()
+                .map(|deployment_id| {
+                    let query = JobQuery {
+                        deployment_id: Some(deployment_id),
+                        limit: 1,
+                        ..JobQuery::default()
+                    };
+                    Ok(history_page(txn, &query)?.jobs.into_iter().next())
+                })
+                .collect()
+        })
+        .await
+    }
+
     async fn trim_history(&self) -> Result<usize, StoreError> {
         self.run(|db, _| purge(db)).await
     }

@@ -363,6 +363,9 @@ pub trait Store: Send + Sync + 'static {
     /// with [`JobPage::next`] never repeats a job, and skips none that
     /// matched the query all along, however many jobs start meanwhile.
     async fn list_jobs(&self, query: &JobQuery) -> Result<JobPage, StoreError>;
+    /// The newest job of each deployment (`None` for one without a kept
+    /// job), in the order asked, without output: the deployments page.
+    async fn last_jobs(&self, deployment_ids: &[String]) -> Result<Vec<Option<Job>>, StoreError>;
     /// Forgets the history entries of jobs that expired; returns how many
     /// jobs it forgot. Listing already skips them: this keeps the indexes
     /// from growing (run by the sweep).

@@ -892,6 +892,49 @@ impl Store for RedisStore {
         Ok(JobPage::of(found, limit))
     }
 
+    async fn last_jobs(&self, deployment_ids: &[String]) -> Result<Vec<Option<Job>>, StoreError> {
+        let statuses = JobStatus::ALL;
+        let indexes: Vec<String> = deployment_ids
+            .iter()
+            .flat_map(|id| statuses.map(|status| self.history_key(status, Some(id))))
+            .collect();
+        let mut connection = self.connection();
+        // Each index's newest id, then the newest of each deployment: two
+        // round trips for every deployment.
+        let newest = self.newest_ids(&mut connection, &indexes, None, 1).await?;
+        let candidates: Vec<Option<String>> = newest
+            .chunks(statuses.len())
+            .map(|lists| lists.iter().flatten().max().cloned())
+            .collect();
+        let ids: Vec<String> = candidates.iter().flatten().cloned().collect();
+        let mut jobs: HashMap<String, Job> = self
+            .jobs_by_id(&mut connection, &ids, false)
+            .await?
+            .into_iter()
+            .map(|job| (job.id.clone(), job))
+            .collect();
+        let mut last = Vec::with_capacity(deployment_ids.len());
+        for (deployment_id, candidate) in deployment_ids.iter().zip(candidates) {
+            let Some(id) = candidate else {
+                last.push(None);
+                continue;
+            };
+            match jobs.remove(&id) {
+                Some(job) => last.push(Some(job)),
+                // The newest expired and is not trimmed yet: ask the history.
+                None => {
+                    let query = JobQuery {
+                        deployment_id: Some(deployment_id.clone()),
+                        limit: 1,
+                        ..JobQuery::default()
+                    };
+                    last.push(self.list_jobs(&query).await?.jobs.into_iter().next());
+                }
+            }
+        }
+        Ok(last)
+    }
+
     async fn trim_history(&self) -> Result<usize, StoreError> {
         let mut forgotten = 0;
         for _ in 0..TRIM_ROUNDS {
