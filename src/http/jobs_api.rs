@@ -40,7 +40,7 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 /// The jobs API's answer to a job out of reach: 404, as for no job at all.
-fn api_error(denied: Denied) -> ApiError {
+pub(crate) fn api_error(denied: Denied) -> ApiError {
     match denied {
         Denied::JobNotFound | Denied::AppNotFound => ApiError::NotFound("job not found"),
         other => other.into(),

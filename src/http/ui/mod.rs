@@ -18,7 +18,7 @@ use futures::Stream;
 use serde::Deserialize;
 
 use self::session::{Role, UiSession};
-use super::jobs_api::{deployments, live_output, resume_offset};
+use super::jobs_api::{api_error, deployments, live_output, resume_offset};
 use super::{ApiError, AppState};
 use crate::access::ApiCaller;
 use crate::domain::is_plausible_job_id;
@@ -165,7 +165,7 @@ pub async fn job_page(
         .access
         .api_job(&session.role.caller(), &job_id)
         .await
-        .map_err(|_| ApiError::NotFound("job not found"))?;
+        .map_err(api_error)?;
     Ok(html(pages::job(session.role, &session.csrf, &job)))
 }
 
