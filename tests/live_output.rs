@@ -125,6 +125,33 @@ async fn a_reconnect_with_last_event_id_resumes_after_what_it_got() {
     resumed.expect("output", "next\n", DEADLINE).await;
 }
 
+async fn a_follower_joining_later_gets_the_output_as_it_is_now(app: TestApp) {
+    app.set_apps(&[("app-hang", "hang-later")]).await;
+    let job = hanging_job(&app, "app-hang").await;
+    // The first follower keeps the job followed (and its read kept).
+    let mut first = EventStream::open(&app, &job.id, VIEWER_TOKEN, None).await;
+    first.expect("output", "hanging\n", DEADLINE).await;
+    first.expect("status", "running", DEADLINE).await;
+
+    report(&app, &job.id, "running", "more\n", true).await;
+    first.expect("output", "more\n", DEADLINE).await;
+    let mut later = EventStream::open(&app, &job.id, VIEWER_TOKEN, None).await;
+    let stored = later.expect("output", "hanging\nmore\n", DEADLINE).await;
+    assert_eq!(stored.id.as_deref(), Some("13"));
+}
+
+#[tokio::test]
+async fn a_follower_joining_later_gets_the_output_as_it_is_now_embedded() {
+    a_follower_joining_later_gets_the_output_as_it_is_now(service(Backend::Embedded).await).await;
+}
+
+#[tokio::test]
+async fn a_follower_joining_later_gets_the_output_as_it_is_now_redis() {
+    let redis = RedisServer::start();
+    a_follower_joining_later_gets_the_output_as_it_is_now(service(Backend::Redis(&redis)).await)
+        .await;
+}
+
 #[tokio::test]
 async fn a_long_stored_output_comes_in_pieces_each_with_its_offset() {
     let app = service(Backend::Embedded).await;

@@ -10,7 +10,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, Stream};
@@ -26,6 +26,9 @@ use crate::store::{output_since, JobChange, JobSignal, Store, StoreError};
 const FOLLOWER_BACKLOG: usize = 256;
 /// The pause before reading a job again when the store failed to answer.
 const REREAD_PAUSE: Duration = Duration::from_secs(1);
+/// How long a read of a job may serve followers joining later, if no
+/// change of the job was announced meanwhile.
+const READ_REUSE: Duration = Duration::from_secs(10);
 /// The most output one event carries when stored output is sent: a
 /// follower holds one piece at a time (at least the truncation marker).
 const PIECE: usize = 16 * 1024;
@@ -48,7 +51,10 @@ pub enum FollowEvent {
 pub struct JobFeed {
     store: Arc<dyn Store>,
     followed: Mutex<HashMap<String, broadcast::Sender<JobSignal>>>,
-    reads: Mutex<HashMap<String, SharedRead>>,
+    /// The last read of each followed job, shared until a change of the job
+    /// is announced (or [`READ_REUSE`] passed): every saved change of status
+    /// or output is announced, so until then the read is the job as it is.
+    reads: Mutex<HashMap<String, (Instant, SharedRead)>>,
     /// Cancelled when the service stops: followers' streams close (without
     /// an `end`), so that they reconnect elsewhere instead of holding the drain.
     closing: CancellationToken,
@@ -88,7 +94,18 @@ impl JobFeed {
         self.followed.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn reads(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, SharedRead)>> {
+        self.reads.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn dispatch(&self, signal: JobSignal) {
+        // A read made before this change no longer serves anyone joining.
+        match &signal {
+            JobSignal::Changed(change) => {
+                self.reads().remove(&change.job_id);
+            }
+            JobSignal::Missed => self.reads().clear(),
+        }
         let senders: Vec<broadcast::Sender<JobSignal>> = {
             let followed = self.followed();
             match &signal {
@@ -116,28 +133,29 @@ impl JobFeed {
         }
     }
 
-    /// The job as the store holds it now; concurrent asks for one job make
-    /// one store read.
+    /// The job as the store holds it now. Followers asking for one job
+    /// while no change of it was announced share one read, and one copy of
+    /// its output; a failed read is not kept.
     async fn read(self: &Arc<Self>, job_id: &str) -> Result<Option<Arc<Job>>, Arc<StoreError>> {
         let read = {
-            let mut reads = self.reads.lock().unwrap_or_else(PoisonError::into_inner);
-            reads
-                .entry(job_id.to_owned())
-                .or_insert_with(|| {
-                    let (feed, job_id) = (Arc::clone(self), job_id.to_owned());
-                    async move {
-                        let read = feed.store.job(&job_id).await;
-                        // Later asks start a fresh read: they may follow a change.
-                        feed.reads
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .remove(&job_id);
+            let mut reads = self.reads();
+            match reads.get(job_id) {
+                Some((at, read)) if at.elapsed() < READ_REUSE => read.clone(),
+                _ => {
+                    let (feed, id) = (Arc::clone(self), job_id.to_owned());
+                    let read = async move {
+                        let read = feed.store.job(&id).await;
+                        if read.is_err() {
+                            feed.reads().remove(&id);
+                        }
                         read.map(|job| job.map(Arc::new)).map_err(Arc::new)
                     }
                     .boxed()
-                    .shared()
-                })
-                .clone()
+                    .shared();
+                    reads.insert(job_id.to_owned(), (Instant::now(), read.clone()));
+                    read
+                }
+            }
         };
         read.await
     }
@@ -212,6 +230,9 @@ impl Drop for Subscription {
             .is_some_and(|sender| sender.receiver_count() == 0)
         {
             followed.remove(&self.job_id);
+            drop(followed);
+            // Nobody follows the job: its kept read goes too.
+            self.feed.reads().remove(&self.job_id);
         }
     }
 }
