@@ -29,9 +29,11 @@ const REREAD_PAUSE: Duration = Duration::from_secs(1);
 /// How long a read of a job may serve followers joining later, if no
 /// change of the job was announced meanwhile.
 const READ_REUSE: Duration = Duration::from_secs(10);
-/// The most output one event carries when stored output is sent: a
-/// follower holds one piece at a time (at least the truncation marker).
-const PIECE: usize = 16 * 1024;
+/// The most output one event carries when stored output is sent (at least
+/// the truncation marker). hyper asks a stream for more until a connection
+/// holds 16 unwritten events: small pieces bound what a crowd of slow
+/// readers joining a long output holds to about 32 KiB each.
+const PIECE: usize = 2 * 1024;
 
 /// A read of a job, shared by whoever asks for the job while it runs.
 type SharedRead = Shared<BoxFuture<'static, Result<Option<Arc<Job>>, Arc<StoreError>>>>;

@@ -960,16 +960,39 @@ impl Store for EmbeddedStore {
         let ids = deployment_ids.to_vec();
         // One read transaction for them all.
         self.read(move |txn| {
-            ids.into_iter()
-                .map(|deployment_id| {
-                    let query = JobQuery {
-                        deployment_id: Some(deployment_id),
-                        limit: 1,
-                        ..JobQuery::default()
-                    };
-                    Ok(history_page(txn, &query)?.jobs.into_iter().next())
-                })
-                .collect()
+            let history = txn.open_table(HISTORY).map_err(unavailable)?;
+            let summaries = txn.open_table(SUMMARIES).map_err(unavailable)?;
+            let now = now_ms();
+            let mut last = Vec::with_capacity(ids.len());
+            for deployment_id in ids {
+                // The newest id of each status; the newest of those, read alone.
+                let scope = deployment_scope(&deployment_id);
+                let scope_end = format!("{scope}\0");
+                let mut newest: Option<String> = None;
+                for status in JobStatus::ALL {
+                    let slot = status.as_str();
+                    let range = (slot, scope.as_str(), "")..(slot, scope_end.as_str(), "");
+                    let id = next_id(&mut history.range(range).map_err(unavailable)?.rev())?;
+                    newest = newest.max(id);
+                }
+                let job = match newest {
+                    None => None,
+                    Some(id) => match read_job(&summaries, &id, now)? {
+                        Some(stored) => Some(stored.job),
+                        // Expired, not purged yet: the history knows the one before.
+                        None => {
+                            let query = JobQuery {
+                                deployment_id: Some(deployment_id),
+                                limit: 1,
+                                ..JobQuery::default()
+                            };
+                            history_page(txn, &query)?.jobs.into_iter().next()
+                        }
+                    },
+                };
+                last.push(job);
+            }
+            Ok(last)
         })
         .await
     }

@@ -437,8 +437,10 @@ const TRIM_ROUNDS: usize = 50;
 
 /// Every field of a job hash that [`parse_job`] reads, but the output: what
 /// a history page reads of each job.
-const SUMMARY_FIELDS: [&str; 12] = [
+const SUMMARY_FIELDS: [&str; 14] = [
     "deployment_id",
+    "output_end",
+    "output_base",
     "exit_code",
     "cancelled_by",
     "cancel_requested_by",
