@@ -341,21 +341,28 @@ fn reload_policies_on_sighup(policies: Policies, dir: std::path::PathBuf) {
     });
 }
 
-async fn shutdown_signal() {
+/// Resolves at the first SIGTERM or Ctrl-C. SIGTERM is listened for from
+/// the call on, not from the first poll: a stop asked while the service
+/// still builds its state (the port already accepts) is not lost, and
+/// ends it gracefully once it serves.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let terminate = async {
-        match signal(SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
+    let terminate = signal(SignalKind::terminate());
+    async move {
+        let terminate = async {
+            match terminate {
+                Ok(mut stream) => {
+                    stream.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            _ = terminate => {}
+            _ = tokio::signal::ctrl_c() => {}
         }
-    };
-    tokio::select! {
-        _ = terminate => {}
-        _ = tokio::signal::ctrl_c() => {}
+        tracing::info!("shutting down: draining requests; running jobs continue");
     }
-    tracing::info!("shutting down: draining requests; running jobs continue");
 }
 
 /// `enac-cd serve`: build, bind, serve.
@@ -370,6 +377,7 @@ pub async fn run(mut settings: Settings) -> Result<(), StartError> {
                 setting: "CD_LISTEN",
                 reason: format!("cannot listen on {}: {error}", settings.listen),
             })?;
+    let stop = shutdown_signal();
     let state = build_state(&settings).await?;
     reload_policies_on_sighup(state.policies.clone(), settings.policy_dir.clone());
     tracing::info!(listen = %settings.listen, "enac-cd serving");
@@ -386,7 +394,7 @@ pub async fn run(mut settings: Settings) -> Result<(), StartError> {
     {
         tracing::warn!("the system trust store is empty (no ca-certificates, or SSL_CERT_FILE/SSL_CERT_DIR name none): HTTPS to the OIDC issuers will fail");
     }
-    serve(listener, state)
+    serve_until(listener, state, stop)
         .await
         .map_err(|error| StartError::Unreachable {
             setting: "CD_LISTEN",
