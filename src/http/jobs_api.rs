@@ -403,15 +403,29 @@ pub async fn cancel_job(
     Caller(caller): Caller,
     Path(job_id): Path<String>,
 ) -> Result<(StatusCode, Json<Cancelling>), ApiError> {
-    state.access.may_act(&caller)?;
-    match state.lifecycle.cancel(&job_id, "admin").await? {
-        Cancel::Cancelling => Ok((
-            StatusCode::ACCEPTED,
-            Json(Cancelling {
-                status: "cancelling",
-                job_id,
-            }),
-        )),
+    cancel_for(&state, &caller, &job_id).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(Cancelling {
+            status: "cancelling",
+            job_id,
+        }),
+    ))
+}
+
+/// Cancels a job for `caller`, who must be allowed to act: the one cancel
+/// of the jobs API and of the status page.
+pub(crate) async fn cancel_for(
+    state: &AppState,
+    caller: &ApiCaller,
+    job_id: &str,
+) -> Result<(), ApiError> {
+    state.access.may_act(caller)?;
+    if !is_plausible_job_id(job_id) {
+        return Err(ApiError::NotFound("job not found"));
+    }
+    match state.lifecycle.cancel(job_id, "admin").await? {
+        Cancel::Cancelling => Ok(()),
         Cancel::NotFound => Err(ApiError::NotFound("job not found")),
         Cancel::Final(status) => Err(ApiError::Conflict(format!(
             "job is already final ({status})"

@@ -18,11 +18,9 @@ use futures::Stream;
 use serde::Deserialize;
 
 use self::session::{Role, UiSession};
-use super::jobs_api::{api_error, deployments, live_output, resume_offset};
+use super::jobs_api::{api_error, cancel_for, deployments, live_output, resume_offset};
 use super::{ApiError, AppState};
 use crate::access::ApiCaller;
-use crate::domain::is_plausible_job_id;
-use crate::jobs::Cancel;
 use crate::store::JobQuery;
 
 /// Jobs one deployment's page shows.
@@ -213,17 +211,8 @@ pub async fn cancel(
     Form(form): Form<CsrfForm>,
 ) -> Result<Response, ApiError> {
     check_csrf(&session, &form)?;
-    state.access.may_act(&session.role.caller())?;
-    if !is_plausible_job_id(&job_id) {
-        return Err(ApiError::NotFound("job not found"));
-    }
-    match state.lifecycle.cancel(&job_id, "admin").await? {
-        Cancel::Cancelling => Ok(Redirect::to(&format!("/ui/jobs/{job_id}")).into_response()),
-        Cancel::NotFound => Err(ApiError::NotFound("job not found")),
-        Cancel::Final(status) => Err(ApiError::Conflict(format!(
-            "job is already final ({status})"
-        ))),
-    }
+    cancel_for(&state, &session.role.caller(), &job_id).await?;
+    Ok(Redirect::to(&format!("/ui/jobs/{job_id}")).into_response())
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> Response {
