@@ -158,6 +158,7 @@ async fn write_jobs(seeding: Arc<Seeding>, owned: Vec<usize>, count: usize) -> a
             inventory: format!("bench-inv-{deployment:02}"),
             trigger: trigger_of(n, deployment),
             created_at: now_ms(),
+            reports: Vec::new(),
         };
         match seeding.store.start_job(&job, OnBusy::Reject).await? {
             StartOutcome::Started(_) => {}

@@ -13,8 +13,10 @@ pub mod ingress;
 pub mod jobs;
 pub mod launch;
 pub mod metrics;
+pub mod outbound;
 pub mod policy;
 pub mod private_files;
+pub mod report;
 pub mod store;
 pub mod telemetry;
 pub mod units;
@@ -188,6 +190,53 @@ fn instance_name(settings: &Settings) -> String {
     }
 }
 
+/// The report deliverer (contract §12), with the GitHub App's key read.
+fn reporter(
+    settings: &Settings,
+    private_cas: Option<&PrivateCas>,
+    store: Arc<dyn Store>,
+    policies: Policies,
+    metrics: Metrics,
+) -> Result<Arc<report::Reporter>, StartError> {
+    let bad = |setting: &'static str, reason: String| config::SettingsError { setting, reason };
+    let app = match (&settings.github_app_id, &settings.github_private_key_file) {
+        (Some(app_id), Some(path)) => {
+            let pem = std::fs::read(path).map_err(|error| {
+                bad(
+                    "CD_GITHUB_PRIVATE_KEY_FILE",
+                    format!("cannot read `{}`: {error}", path.display()),
+                )
+            })?;
+            let app = report::GithubApp::from_pem(app_id, &pem)
+                .map_err(|reason| bad("CD_GITHUB_PRIVATE_KEY_FILE", reason))?;
+            Some(app)
+        }
+        _ => None,
+    };
+    let roots = private_cas.map_or(&[][..], PrivateCas::certificates);
+    let client = report::OutboundClient::new(settings.report_timeout, roots)
+        .map(Arc::new)
+        .map_err(|reason| {
+            bad(
+                "CD_REPORT_TIMEOUT",
+                format!("no HTTP client for reports: {reason}"),
+            )
+        })?;
+    let github = report::Github::new(Arc::clone(&client), settings.github_api_url.clone(), app);
+    let gitlab = report::Gitlab::new(Arc::clone(&client), settings.gitlab_api_url.clone());
+    Ok(report::Reporter::new(
+        store,
+        policies,
+        (client, github, gitlab),
+        metrics,
+        report::ReporterConfig {
+            public_url: settings.public_url(),
+            instance: instance_name(settings),
+            retry: settings.report_retry,
+        },
+    ))
+}
+
 /// Builds the state from validated settings: store, signing key, launcher,
 /// lifecycle, apps file. Reconciles open jobs and starts the sweeper.
 pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
@@ -199,7 +248,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         .map(|issuer| issuer.name.clone())
         .collect();
     let policies = policy::load_dir(&settings.policy_dir)
-        .and_then(|set| Policies::new(set, issuer_names))
+        .and_then(|set| Policies::new(set, issuer_names, settings.github_app_id.is_some()))
         .map_err(|error| config::SettingsError {
             setting: "CD_POLICY_DIR",
             reason: error.to_string(),
@@ -272,7 +321,17 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         metrics.clone(),
         settings.on_busy,
     ));
+    let background = http::Background::default();
+    reporter(
+        settings,
+        private_cas.as_ref(),
+        Arc::clone(&store),
+        policies.clone(),
+        metrics.clone(),
+    )?
+    .spawn(&background);
     Ok(AppState {
+        background,
         feed: JobFeed::start(Arc::clone(&store)),
         store,
         launcher,
@@ -301,6 +360,7 @@ pub async fn serve_until(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let lifecycle = Arc::clone(&state.lifecycle);
+    let background = state.background.clone();
     let limits = state.connections;
     let feed = Arc::clone(&state.feed);
     // Followers of live output would hold the drain to its end: their
@@ -310,6 +370,8 @@ pub async fn serve_until(
         feed.close();
     };
     http::server::serve(listener, app(state), limits, shutdown).await?;
+    // Deliveries under way give their claims back for the next instance.
+    background.stop(Duration::from_secs(5)).await;
     // A job claimed for launch must not be left half-launched.
     lifecycle.finish_launches(Duration::from_secs(30)).await;
     // Its jobs are then adopted at once by the next start or a replica.

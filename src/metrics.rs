@@ -1,5 +1,6 @@
 //! Prometheus metrics: jobs by trigger and final status, webhook deliveries by
-//! result, auth refusals by reason, request latency.
+//! result, auth refusals by reason, report deliveries by target and result,
+//! request latency.
 
 use std::sync::Arc;
 
@@ -25,7 +26,13 @@ macro_rules! label_value {
     )*};
 }
 
-label_value!(TriggerKind, JobStatus, Refusal, DeliveryResult);
+label_value!(
+    TriggerKind,
+    JobStatus,
+    Refusal,
+    DeliveryResult,
+    ReportResult
+);
 
 /// Why an authentication was refused.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
@@ -117,6 +124,33 @@ impl DeliveryResult {
     }
 }
 
+/// How one try to report a job to a target went.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ReportResult {
+    Delivered,
+    /// Failed; tried again later.
+    Failed,
+    /// Failed for good (24 h of failures, or the target is gone).
+    GaveUp,
+}
+
+impl ReportResult {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ReportResult::Delivered => "delivered",
+            ReportResult::Failed => "failed",
+            ReportResult::GaveUp => "gave_up",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReportLabels {
+    /// `github`, `gitlab` or `notify`.
+    pub target: &'static str,
+    pub result: ReportResult,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct JobLabels {
     /// Empty when the finished job could not be read back.
@@ -161,6 +195,7 @@ pub struct Metrics {
     pub jobs_finished: Family<JobLabels, Counter>,
     pub webhook_deliveries: Family<DeliveryLabels, Counter>,
     pub auth_refusals: Family<ReasonLabels, Counter>,
+    pub report_deliveries: Family<ReportLabels, Counter>,
     pub request_duration: Family<RequestLabels, Histogram, fn() -> Histogram>,
 }
 
@@ -177,6 +212,7 @@ impl Metrics {
         let jobs_finished = Family::<JobLabels, Counter>::default();
         let webhook_deliveries = Family::<DeliveryLabels, Counter>::default();
         let auth_refusals = Family::<ReasonLabels, Counter>::default();
+        let report_deliveries = Family::<ReportLabels, Counter>::default();
         let request_duration =
             Family::<RequestLabels, Histogram, fn() -> Histogram>::new_with_constructor(
                 latency_histogram,
@@ -202,6 +238,11 @@ impl Metrics {
             auth_refusals.clone(),
         );
         registry.register(
+            "report_deliveries",
+            "Tries to report a job to GitHub, GitLab or a notify target, by target kind and result",
+            report_deliveries.clone(),
+        );
+        registry.register(
             "http_request_duration_seconds",
             "HTTP request latency",
             request_duration.clone(),
@@ -212,6 +253,7 @@ impl Metrics {
             jobs_finished,
             webhook_deliveries,
             auth_refusals,
+            report_deliveries,
             request_duration,
         }
     }

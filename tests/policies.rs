@@ -215,6 +215,81 @@ ref = "refs/heads/main"
     );
 }
 
+/// app-report: a good rule, then `report` (its `[report]`/`[[notify]]`).
+fn with_report(report: &str) -> String {
+    format!(
+        r#"
+deployment_id = "app-report"
+[[webhook]]
+provider = "github"
+secret_env = "GH_SECRET_GOOD"
+events = ["push"]
+[webhook.match]
+"/repository/id" = 5
+{report}"#
+    )
+}
+
+#[test]
+fn bad_report_and_notify_keys_are_refused_naming_the_key() {
+    let cases = [
+        ("[report]\ngithub = true\nrepo = \"x\"\n", "repo"),
+        (
+            "[report]\ngithub = true\ngithub_token_env = \"GH_SECRET_GOOD\"\n",
+            "`report.github` and `report.github_token_env`",
+        ),
+        (
+            "[report]\ngitlab_token_env = \"GL_TOKEN_UNSET\"\n",
+            "`report.gitlab_token_env`: environment variable GL_TOKEN_UNSET is unset or empty",
+        ),
+        (
+            "[[notify]]\nurl = \"http://hooks.example.org/x\"\nformat = \"slack\"\n",
+            "`notify[0].url` must be an https:// URL",
+        ),
+        (
+            "[[notify]]\nurl = \"https://hooks.example.org/x\"\nformat = \"standard-webhooks\"\n",
+            "`notify[0].secret_env` is required",
+        ),
+        (
+            "[[notify]]\nurl = \"https://hooks.example.org/x\"\nformat = \"slack\"\nevents = [\"done\"]\n",
+            "`notify[0].events`: \"done\"",
+        ),
+        (
+            "[[notify]]\nurl = \"https://hooks.example.org/x\"\nformat = \"teams\"\n",
+            "`notify[0].format`",
+        ),
+    ];
+    for (report, key) in cases {
+        refused(
+            &[("report.toml", &with_report(report))],
+            &[],
+            "report.toml",
+            key,
+        );
+    }
+}
+
+#[test]
+fn a_policy_reporting_everywhere_is_valid() {
+    let dir = tempfile::tempdir().expect("a policy dir");
+    let report = "[report]\ngithub = true\ngitlab_token_env = \"GL_TOKEN\"\nenvironment = \"prod\"\n\
+                  [[notify]]\nurl = \"https://hooks.example.org/x\"\nformat = \"standard-webhooks\"\n\
+                  secret_env = \"NOTIFY_SECRET\"\n[[notify]]\nurl = \"http://127.0.0.1:9/chat\"\n\
+                  format = \"slack\"\nevents = [\"error\"]\n";
+    std::fs::write(dir.path().join("report.toml"), with_report(report)).expect("written");
+    let dir_arg = dir.path().display().to_string();
+    let env = [
+        ("GH_SECRET_GOOD", "a-good-secret-0123"),
+        ("GL_TOKEN", "glpat-0123456789"),
+        (
+            "NOTIFY_SECRET",
+            "whsec_bm90aWZ5IGtleSBvZiB0aGUgcmVjZWl2ZXI=",
+        ),
+    ];
+    let run = enac_cd(&["policy", "check", &dir_arg], &env);
+    assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+}
+
 #[test]
 fn an_empty_secret_variable_is_refused() {
     let text = r#"

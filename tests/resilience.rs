@@ -301,6 +301,7 @@ async fn a_launch_claimed_by_a_dead_instance_that_never_started_ends_lost() {
         inventory: "ok-claimed".into(),
         trigger: Trigger::of_kind(TriggerKind::Secret),
         created_at: now_ms(),
+        reports: Vec::new(),
     };
     let started = store.start_job(&job, OnBusy::Reject).await.expect("start");
     assert!(matches!(started, StartOutcome::Started(_)), "{started:?}");

@@ -208,6 +208,55 @@ fn an_unknown_key_in_the_config_file_is_refused() {
 }
 
 #[test]
+fn a_policy_reporting_to_github_without_a_github_app_is_refused_naming_the_file() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let policies = tempfile::tempdir().expect("policy dir");
+    std::fs::write(
+        policies.path().join("app-one.toml"),
+        "deployment_id = \"app-one\"\n[[webhook]]\nprovider = \"github\"\n\
+         secret_env = \"GH_SECRET\"\nevents = [\"push\"]\n[webhook.match]\n\
+         \"/repository/id\" = 1\n[report]\ngithub = true\n",
+    )
+    .expect("policy written");
+    let dir = policies.path().display().to_string();
+    let line = assert_refused(
+        &redis,
+        data_dir.path(),
+        &[
+            ("CD_POLICY_DIR", &dir),
+            ("GH_SECRET", "gh-secret-0123456789"),
+        ],
+        "report.github",
+    );
+    assert!(line.contains("app-one.toml"), "{line}");
+}
+
+#[test]
+fn the_github_and_gitlab_sections_of_the_config_file_are_settings_checked_at_start() {
+    let redis = RedisServer::start();
+    let data_dir = tempfile::tempdir().expect("temp dir");
+    let envs = serve_env(&redis, data_dir.path());
+    let config = data_dir.path().join("enac-cd.toml");
+    for (text, setting) in [
+        (
+            "[gitlab]\napi_url = \"http://gitlab.example/api/v4\"\n",
+            "CD_GITLAB_API_URL",
+        ),
+        ("[github]\napp_id = \"42\"\n", "CD_GITHUB_PRIVATE_KEY_FILE"),
+        ("[github]\nno_such_key = 1\n", "github_no_such_key"),
+    ] {
+        std::fs::write(&config, text).expect("config written");
+        let config_arg = config.display().to_string();
+        let refusal = refused_start(serve_command(&envs, &["--config", &config_arg]), QUICKLY);
+        assert!(
+            refusal.line().contains(setting),
+            "{setting} not named: {refusal}"
+        );
+    }
+}
+
+#[test]
 fn an_invalid_apps_file_is_refused_without_its_secrets() {
     let redis = RedisServer::start();
     let data_dir = tempfile::tempdir().expect("temp dir");

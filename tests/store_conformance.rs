@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use common::{bytes_contain, eventually, RedisServer};
 use enac_cd::auth::SecretDigest;
 use enac_cd::domain::OnBusy;
-use enac_cd::domain::{now_ms, Job, JobStatus, NewJob, Trigger, TriggerKind};
+use enac_cd::domain::{
+    now_ms, Job, JobStatus, NewJob, Report, ReportEvent, ReportTarget, Trigger, TriggerKind,
+};
 use enac_cd::launch::LaunchRecord;
 use enac_cd::store::{
     output_since, AppRecord, BadCursor, CancelRequest, EmbeddedStore, JobCursor, JobLimits,
@@ -235,6 +237,7 @@ fn new_job(inventory: &str) -> NewJob {
         inventory: inventory.to_owned(),
         trigger: Trigger::of_kind(TriggerKind::Secret),
         created_at: now_ms(),
+        reports: Vec::new(),
     }
 }
 
@@ -2627,6 +2630,202 @@ async fn a_session_lasts_until_it_expires_or_ends(backend: Backend) {
     );
 }
 
+fn reported_job(inventory: &str) -> NewJob {
+    NewJob {
+        reports: vec![Report::new(ReportTarget::Notify {
+            index: 0,
+            host: "hooks.example".into(),
+            events: ReportEvent::ALL.to_vec(),
+        })],
+        ..new_job(inventory)
+    }
+}
+
+async fn started_job(store: &dyn Store, job: NewJob) -> Job {
+    match store.start_job(&job, OnBusy::Reject).await.expect("start") {
+        StartOutcome::Started(job) => job,
+        other => panic!("expected a started job, got {other:?}"),
+    }
+}
+
+/// Claims the jobs due now for `claimant`, by id.
+async fn claim_ids(store: &dyn Store, claimant: &str, lease_ms: i64) -> Vec<String> {
+    store
+        .claim_reports(claimant, lease_ms, 10)
+        .await
+        .expect("claim")
+        .into_iter()
+        .map(|job| job.id)
+        .collect()
+}
+
+async fn a_raised_event_puts_the_job_in_the_outbox(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let store = harness.store.as_ref();
+    let quiet = started_job(store, new_job("inv-quiet")).await;
+    let job = started_job(store, reported_job("inv-loud")).await;
+    assert!(
+        claim_ids(store, "a", 60_000).await.is_empty(),
+        "starting raises nothing"
+    );
+
+    for id in [&quiet.id, &job.id] {
+        store
+            .update_job(id, &update(JobStatus::Running, None))
+            .await
+            .expect("running");
+    }
+    let claimed = store.claim_reports("a", 60_000, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1, "only the job with reports is due");
+    assert_eq!(
+        (claimed[0].id.as_str(), claimed[0].status),
+        (job.id.as_str(), JobStatus::Running)
+    );
+    assert_eq!(
+        claimed[0].reports,
+        reported_job("x").reports,
+        "the plan comes with the job"
+    );
+    assert!(
+        claim_ids(store, "b", 60_000).await.is_empty(),
+        "claimed by a"
+    );
+
+    let mut reports = claimed[0].reports.clone();
+    reports[0].delivered(ReportEvent::Started);
+    assert!(store
+        .finish_reports(&job.id, "a", JobStatus::Running, &reports, None)
+        .await
+        .expect("finish"));
+    assert!(
+        claim_ids(store, "b", 60_000).await.is_empty(),
+        "nothing due any more"
+    );
+    let saved = store.job(&job.id).await.expect("read").expect("job");
+    assert_eq!(saved.reports, reports, "the progress is kept on the job");
+
+    // A repeated `running` raises nothing; the end does.
+    store
+        .update_job(&job.id, &update(JobStatus::Running, None))
+        .await
+        .expect("running");
+    assert!(claim_ids(store, "b", 60_000).await.is_empty());
+    store
+        .update_job(&job.id, &update(JobStatus::Success, None))
+        .await
+        .expect("success");
+    assert_eq!(claim_ids(store, "b", 60_000).await, [job.id.as_str()]);
+    // Due later: not claimed before its time, claimed then.
+    let later = now_ms() + 300;
+    assert!(store
+        .finish_reports(&job.id, "b", JobStatus::Success, &reports, Some(later))
+        .await
+        .expect("finish"));
+    assert!(
+        claim_ids(store, "b", 60_000).await.is_empty(),
+        "not due yet"
+    );
+    eventually("the retry to fall due", DEADLINE, || async {
+        (claim_ids(store, "c", 60_000).await == [job.id.clone()]).then_some(())
+    })
+    .await;
+    let listed = store
+        .list_jobs(&JobQuery {
+            limit: 10,
+            ..JobQuery::default()
+        })
+        .await
+        .expect("list");
+    let summary = listed
+        .jobs
+        .iter()
+        .find(|listed| listed.id == job.id)
+        .expect("listed");
+    assert_eq!(summary.reports, reports, "lists show the reports too");
+}
+
+async fn an_event_raised_during_a_claim_is_due_at_its_end(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let store = harness.store.as_ref();
+    let job = started_job(store, reported_job("inv")).await;
+    store
+        .update_job(&job.id, &update(JobStatus::Running, None))
+        .await
+        .expect("running");
+    let claimed = store.claim_reports("a", 60_000, 10).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    store
+        .update_job(&job.id, &update(JobStatus::Error, None))
+        .await
+        .expect("error");
+    // The claimant delivered what it saw (running) and found nothing more.
+    assert!(store
+        .finish_reports(&job.id, "a", JobStatus::Running, &claimed[0].reports, None)
+        .await
+        .expect("finish"));
+    let again = store.claim_reports("b", 60_000, 10).await.expect("claim");
+    assert_eq!(
+        again.len(),
+        1,
+        "the end raised during the claim is still due"
+    );
+    assert_eq!(again[0].status, JobStatus::Error);
+}
+
+async fn a_lapsed_claim_passes_on_and_its_late_finish_saves_nothing(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let store = harness.store.as_ref();
+    let job = started_job(store, reported_job("inv")).await;
+    store
+        .update_job(&job.id, &update(JobStatus::Running, None))
+        .await
+        .expect("running");
+    assert_eq!(claim_ids(store, "a", SHORT_TTL_MS).await, [job.id.as_str()]);
+    assert!(claim_ids(store, "b", 60_000).await.is_empty());
+    eventually("a's claim to lapse to b", DEADLINE, || async {
+        (claim_ids(store, "b", 60_000).await == [job.id.clone()]).then_some(())
+    })
+    .await;
+    let mut late = reported_job("x").reports;
+    late[0].delivered(ReportEvent::Started);
+    assert!(!store
+        .finish_reports(&job.id, "a", JobStatus::Running, &late, None)
+        .await
+        .expect("finish"));
+    let kept = store.job(&job.id).await.expect("read").expect("job");
+    assert_eq!(
+        kept.reports,
+        reported_job("x").reports,
+        "a's late finish changed nothing"
+    );
+    assert!(store
+        .finish_reports(&job.id, "b", JobStatus::Running, &late, None)
+        .await
+        .expect("finish"));
+}
+
+async fn a_claimant_takes_its_claim_again_after_a_restart(backend: Backend) {
+    let harness = Harness::open(backend, LONG).await;
+    let job = started_job(harness.store.as_ref(), reported_job("inv")).await;
+    harness
+        .store
+        .update_job(&job.id, &update(JobStatus::Running, None))
+        .await
+        .expect("running");
+    assert_eq!(
+        claim_ids(harness.store.as_ref(), "host:8000", 60_000).await,
+        [job.id.as_str()]
+    );
+    let harness = harness.reopen().await;
+    let store = harness.store.as_ref();
+    assert!(claim_ids(store, "other:8000", 60_000).await.is_empty());
+    assert_eq!(
+        claim_ids(store, "host:8000", 60_000).await,
+        [job.id.as_str()],
+        "the same instance, restarted, goes on with its claim"
+    );
+}
+
 macro_rules! conformance {
     (shared: [$($case:ident),* $(,)?], embedded_only: [$($only:ident),* $(,)?] $(,)?) => {
         mod redis {
@@ -2702,6 +2901,10 @@ conformance! {
         the_first_signing_key_is_kept_across_reopening,
         concurrent_signing_key_proposals_agree,
         a_reopened_store_sees_everything,
+        a_raised_event_puts_the_job_in_the_outbox,
+        an_event_raised_during_a_claim_is_due_at_its_end,
+        a_lapsed_claim_passes_on_and_its_late_finish_saves_nothing,
+        a_claimant_takes_its_claim_again_after_a_restart,
     ],
     embedded_only: [
         a_second_open_of_the_same_file_is_locked,

@@ -65,26 +65,6 @@ fn is_asymmetric(algorithm: Algorithm) -> bool {
     )
 }
 
-/// `https://`, or `http://` to a loopback address (local testing only).
-fn is_allowed_url(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
-    }
-    let Some(rest) = url.strip_prefix("http://") else {
-        return false;
-    };
-    let host = rest.split(['/', '?']).next().unwrap_or("");
-    let host = match host.rsplit_once(':') {
-        Some((name, port)) if port.chars().all(|c| c.is_ascii_digit()) => name,
-        _ => host,
-    };
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
 impl Issuer {
     /// Checks one `[[issuer]]`; the error names the key.
     pub fn from_file(raw: IssuerFile) -> Result<Issuer, String> {
@@ -93,14 +73,14 @@ impl Issuer {
             return Err("`name` is empty".into());
         }
         let at = |key: &str| format!("issuer `{name}`: `{key}`");
-        if !is_allowed_url(&raw.iss) {
+        if !crate::outbound::is_allowed_url(&raw.iss) {
             return Err(format!(
                 "{} must be https:// (http:// only on loopback)",
                 at("iss")
             ));
         }
         if let Some(uri) = &raw.jwks_uri {
-            if !is_allowed_url(uri) {
+            if !crate::outbound::is_allowed_url(uri) {
                 return Err(format!(
                     "{} must be https:// (http:// only on loopback)",
                     at("jwks_uri")
@@ -582,7 +562,7 @@ impl OidcVerifier {
                     .and_then(Value::as_str)
                     .ok_or_else(|| format!("{url}: no jwks_uri"))?
                     .to_owned();
-                if !is_allowed_url(&uri) {
+                if !crate::outbound::is_allowed_url(&uri) {
                     return Err(format!("{url}: jwks_uri is not https://"));
                 }
                 uri

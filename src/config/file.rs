@@ -34,7 +34,23 @@ pub fn merge_config_file(args: Vec<OsString>) -> Result<Vec<OsString>, SettingsE
     })?;
     let command = Settings::augment_args(Command::new("serve"));
     let mut merged = Vec::new();
+    // `[github]` and `[gitlab]` keys are the settings named after them:
+    // `[github] app_id` is `github_app_id` (`CD_GITHUB_APP_ID`).
+    let mut entries: Vec<(String, &toml::Value)> = Vec::new();
     for (key, value) in &table {
+        match value {
+            toml::Value::Table(section) if key == "github" || key == "gitlab" => {
+                entries.extend(
+                    section
+                        .iter()
+                        .map(|(inner, value)| (format!("{key}_{inner}"), value)),
+                );
+            }
+            _ => entries.push((key.clone(), value)),
+        }
+    }
+    for (key, value) in &entries {
+        let (key, value) = (key.as_str(), *value);
         // `[[issuer]]` is read by `issuers_from`; a misspelt section must not
         // be dropped silently.
         if key == "issuer" && is_array_of_tables(value) {

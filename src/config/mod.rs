@@ -293,6 +293,46 @@ pub struct Settings {
     #[arg(long, env = "CD_CA_FILE", value_name = "CD_CA_FILE")]
     pub ca_file: Option<PathBuf>,
 
+    /// GitHub's REST API (`[github] api_url`): GitHub Enterprise Server
+    /// is `https://HOST/api/v3`.
+    #[arg(
+        long,
+        env = "CD_GITHUB_API_URL",
+        value_name = "CD_GITHUB_API_URL",
+        default_value = "https://api.github.com"
+    )]
+    pub github_api_url: String,
+
+    /// The GitHub App that reports deployments (`[github] app_id`).
+    #[arg(long, env = "CD_GITHUB_APP_ID", value_name = "CD_GITHUB_APP_ID")]
+    pub github_app_id: Option<String>,
+
+    /// The App's private key, PEM (`[github] private_key_file`).
+    #[arg(
+        long,
+        env = "CD_GITHUB_PRIVATE_KEY_FILE",
+        value_name = "CD_GITHUB_PRIVATE_KEY_FILE"
+    )]
+    pub github_private_key_file: Option<PathBuf>,
+
+    /// GitLab's REST API (`[gitlab] api_url`), for self-managed instances.
+    #[arg(
+        long,
+        env = "CD_GITLAB_API_URL",
+        value_name = "CD_GITLAB_API_URL",
+        default_value = "https://gitlab.com/api/v4"
+    )]
+    pub gitlab_api_url: String,
+
+    /// Pause before a failed report is tried again; it doubles (with
+    /// jitter) up to 1 h, for 24 h.
+    #[arg(long, env = "CD_REPORT_RETRY", value_name = "CD_REPORT_RETRY", value_parser = duration, default_value = "10s")]
+    pub report_retry: Duration,
+
+    /// Timeout of each request sent to report a job.
+    #[arg(long, env = "CD_REPORT_TIMEOUT", value_name = "CD_REPORT_TIMEOUT", value_parser = duration, default_value = "10s")]
+    pub report_timeout: Duration,
+
     /// OIDC issuers: the `[[issuer]]` entries of the config file.
     #[arg(skip)]
     pub issuers: Vec<crate::auth::oidc::Issuer>,
@@ -320,6 +360,7 @@ impl Settings {
     /// Checks what clap's parsers cannot see alone: combinations and formats.
     pub fn validate(&self) -> Result<(), SettingsError> {
         self.validate_redis()?;
+        self.validate_reports()?;
         if let Some(url) = &self.public_url {
             let ok = (url.starts_with("http://") || url.starts_with("https://"))
                 && url.len() > "https://".len();
@@ -456,6 +497,47 @@ impl Settings {
     }
 
     /// `CD_REDIS_URL` parses, and the password is given in one place only.
+    fn validate_reports(&self) -> Result<(), SettingsError> {
+        for (setting, url) in [
+            ("CD_GITHUB_API_URL", &self.github_api_url),
+            ("CD_GITLAB_API_URL", &self.gitlab_api_url),
+        ] {
+            if !crate::outbound::is_allowed_url(url) {
+                return Err(invalid(
+                    setting,
+                    format!("`{url}` must be https:// (http:// only on loopback)"),
+                ));
+            }
+        }
+        match (&self.github_app_id, &self.github_private_key_file) {
+            (Some(id), Some(_)) if id.trim().is_empty() => {
+                return Err(invalid("CD_GITHUB_APP_ID", "is empty"))
+            }
+            (Some(_), None) => {
+                return Err(invalid(
+                    "CD_GITHUB_PRIVATE_KEY_FILE",
+                    "is required with CD_GITHUB_APP_ID",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "CD_GITHUB_APP_ID",
+                    "is required with CD_GITHUB_PRIVATE_KEY_FILE",
+                ))
+            }
+            _ => {}
+        }
+        for (setting, duration) in [
+            ("CD_REPORT_RETRY", self.report_retry),
+            ("CD_REPORT_TIMEOUT", self.report_timeout),
+        ] {
+            if duration.is_zero() {
+                return Err(invalid(setting, "must be more than 0s"));
+            }
+        }
+        Ok(())
+    }
+
     fn validate_redis(&self) -> Result<(), SettingsError> {
         let url_setting = source_of("CD_REDIS_URL", "CD_REDIS_URL_FILE", &self.redis_url_file);
         let password_setting = source_of(

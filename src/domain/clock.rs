@@ -68,6 +68,38 @@ pub fn rfc3339_of_ms(ms: i64) -> String {
     )
 }
 
+/// Unix seconds of a UTC RFC 3339 time, GitHub's `2026-11-30T02:30:00Z`
+/// (a fraction is ignored; other offsets are not read).
+pub fn unix_of_rfc3339(text: &str) -> Option<i64> {
+    let (date, time) = text.split_once(['T', 't'])?;
+    let time = time.strip_suffix(['Z', 'z'])?;
+    let time = time.split_once('.').map_or(time, |(whole, _)| whole);
+    let fields = |part: &str, separator: char| -> Option<[i64; 3]> {
+        let mut numbers = part.split(separator).map(|field| match field.len() {
+            2 | 4 if field.bytes().all(|b| b.is_ascii_digit()) => field.parse().ok(),
+            _ => None,
+        });
+        let fields = [numbers.next()??, numbers.next()??, numbers.next()??];
+        numbers.next().is_none().then_some(fields)
+    };
+    let [year, month, day] = fields(date, '-')?;
+    let [hour, minute, second] = fields(time, ':')?;
+    let valid = (1..=12).contains(&month) && (1..=31).contains(&day) && hour < 24 && minute < 60;
+    valid.then(|| days_from_civil(year, month, day) * 86_400 + hour * 3600 + minute * 60 + second)
+}
+
+/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm, the
+/// inverse of [`CivilTime::of`]).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let month_index = (month + 9) % 12;
+    let day_of_year = (153 * month_index + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +110,23 @@ mod tests {
         assert_eq!(rfc3339_of_ms(1_796_005_800_123), "2026-11-30T02:30:00.123Z");
         assert_eq!(rfc3339_of_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
         assert_eq!(rfc3339_of_ms(-1), "1969-12-31T23:59:59.999Z");
+    }
+
+    #[test]
+    fn rfc3339_times_read_as_unix_seconds() {
+        assert_eq!(unix_of_rfc3339("2016-07-11T22:14:10Z"), Some(1_468_275_250));
+        for seconds in [0, 951_782_400, 1_796_005_800, -86_401] {
+            let text = rfc3339_of_ms(seconds * 1000);
+            assert_eq!(unix_of_rfc3339(&text), Some(seconds), "{text}");
+        }
+        let garbage = [
+            "",
+            "2016-07-11",
+            "2016-13-11T22:14:10Z",
+            "2016-07-11T22:14:10",
+        ];
+        for text in garbage.into_iter().chain(["2016-07-11T22:14:10+02:00"]) {
+            assert_eq!(unix_of_rfc3339(text), None, "{text}");
+        }
     }
 }

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{JobStatus, Trigger};
+use super::{JobStatus, Report, Trigger};
 
 /// A job about to be created; the store decides whether it starts, queues or
 /// joins another.
@@ -13,6 +13,8 @@ pub struct NewJob {
     pub inventory: String,
     pub trigger: Trigger,
     pub created_at: i64,
+    /// Where the job is to be reported (contract §12), from its policy.
+    pub reports: Vec<Report>,
 }
 
 /// One run of the ansible program for one inventory.
@@ -50,6 +52,9 @@ pub struct Job {
     pub launch: Option<LaunchData>,
     /// Which service instance took the job's launch, if one did.
     pub launch_claim: Option<String>,
+    /// Each report target of the job and how far it got.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reports: Vec<Report>,
 }
 
 impl NewJob {
@@ -73,6 +78,7 @@ impl NewJob {
             cancel_requested_by: None,
             launch: None,
             launch_claim: None,
+            reports: self.reports,
         }
     }
 }

@@ -18,7 +18,9 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::Bearer;
 use super::AppState;
 use crate::access::{ApiCaller, Denied, ListScope};
-use crate::domain::{is_plausible_job_id, rfc3339_of_ms, Job, JobStatus, Trigger, TriggerKind};
+use crate::domain::{
+    is_plausible_job_id, rfc3339_of_ms, Job, JobStatus, ReportState, Trigger, TriggerKind,
+};
 use crate::jobs::{Cancel, FollowEvent};
 use crate::store::{AppRecord, JobCursor, JobPage, JobQuery};
 
@@ -113,12 +115,28 @@ pub struct ApiJob {
     exit_code: Option<i32>,
     /// `admin` when a cancel ended the job.
     cancelled_by: Option<String>,
+    /// Where the job is reported (GitHub, GitLab, notification targets)
+    /// and how far each got.
+    reports: Vec<ApiReport>,
     #[serde(skip_serializing_if = "Option::is_none")]
     output: Option<String>,
 }
 
+/// One report target of a job (contract §12).
+#[derive(Serialize, ToSchema)]
+pub struct ApiReport {
+    /// `github`, `gitlab` or `notify:<host>`.
+    target: String,
+    state: ReportState,
+    /// Requests tried so far.
+    attempts: u32,
+    /// Why the last try failed.
+    last_error: Option<String>,
+}
+
 impl ApiJob {
-    fn of(job: Job, with_output: bool) -> ApiJob {
+    /// The job as the API shows it; its output only `with_output`.
+    pub fn of(job: Job, with_output: bool) -> ApiJob {
         ApiJob {
             job_id: job.id,
             deployment_id: job.deployment_id,
@@ -130,6 +148,16 @@ impl ApiJob {
             trigger: job.trigger.into(),
             exit_code: job.exit_code,
             cancelled_by: job.cancelled_by,
+            reports: job
+                .reports
+                .into_iter()
+                .map(|report| ApiReport {
+                    target: report.target.name(),
+                    state: report.state,
+                    attempts: report.attempts,
+                    last_error: report.last_error,
+                })
+                .collect(),
             output: with_output.then_some(job.output),
         }
     }

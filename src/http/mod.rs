@@ -13,6 +13,8 @@ pub mod server;
 mod ui;
 mod webhooks;
 
+pub use jobs_api::ApiJob;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -58,6 +60,30 @@ pub struct AppState {
     /// Timeouts and the cap of the HTTP connections.
     pub connections: server::ConnectionLimits,
     pub policies: Policies,
+    /// Work that runs beside the requests (report deliveries).
+    pub background: Background,
+}
+
+/// Background work of the service, stopped once it stops serving.
+#[derive(Clone, Default)]
+pub struct Background {
+    /// Cancelled at the stop: each task winds down on its own.
+    pub stop: tokio_util::sync::CancellationToken,
+    pub tasks: tokio_util::task::TaskTracker,
+}
+
+impl Background {
+    /// Asks every task to stop and waits for them, `deadline` at most.
+    pub async fn stop(&self, deadline: std::time::Duration) {
+        self.stop.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(deadline, self.tasks.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background work did not stop in time");
+        }
+    }
 }
 
 async fn not_found() -> ApiError {

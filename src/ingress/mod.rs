@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use crate::access::Denied;
 use crate::auth::oidc::OidcVerifier;
-use crate::domain::{Job, OnBusy};
-use crate::jobs::{Lifecycle, LifecycleError};
+use crate::domain::{Job, OnBusy, Trigger};
+use crate::jobs::{Lifecycle, LifecycleError, StartRequest};
 use crate::metrics::Metrics;
-use crate::policy::Policies;
-use crate::store::Store;
+use crate::policy::{Policies, Policy};
+use crate::store::{AppRecord, Store};
 
 /// How `/app-deploy/` proves who is asking.
 pub enum DeployCredential {
@@ -34,6 +34,26 @@ pub enum DeployCredential {
 pub struct Deployed {
     pub job: Job,
     pub status_token: String,
+}
+
+/// The start request of every ingress: the app, what triggered it, what a
+/// busy inventory does, and the reports the deployment's policy asks for.
+fn start_request(
+    app: AppRecord,
+    trigger: Trigger,
+    on_busy: OnBusy,
+    policy: Option<&Policy>,
+) -> StartRequest {
+    let reports = policy
+        .map(|policy| policy.report.plan(&app.deployment_id, &trigger))
+        .unwrap_or_default();
+    StartRequest {
+        deployment_id: app.deployment_id,
+        inventory: app.inventory,
+        trigger,
+        on_busy,
+        reports,
+    }
 }
 
 /// Shared by every request behind one `Arc`.

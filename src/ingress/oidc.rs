@@ -64,12 +64,8 @@ impl Ingress {
         }
         tracing::info!(issuer = %token.issuer, subject = token.subject(), deployment_id = %app.deployment_id,
                        "OIDC token accepted");
-        let request = StartRequest {
-            deployment_id: app.deployment_id,
-            inventory: app.inventory,
-            trigger: token.trigger().granted_by(&policy.file),
-            on_busy: policy.on_busy,
-        };
+        let trigger = token.trigger().granted_by(&policy.file);
+        let request = super::start_request(app, trigger, policy.on_busy, Some(policy));
         Ok((request, jti_key))
     }
 }

@@ -22,11 +22,14 @@ impl Ingress {
             self.metrics.refuse(Refusal::SecretInvalid);
             return Err(Denied::AppNotFound);
         };
-        Ok(StartRequest {
-            deployment_id: app.deployment_id,
-            inventory: app.inventory,
-            trigger: Trigger::of_kind(TriggerKind::Secret),
-            on_busy: self.on_busy,
-        })
+        // A deployment with a policy file is notified of secret jobs too.
+        let policies = self.policies.current();
+        let policy = policies.for_deployment(&app.deployment_id);
+        Ok(super::start_request(
+            app,
+            Trigger::of_kind(TriggerKind::Secret),
+            self.on_busy,
+            policy,
+        ))
     }
 }

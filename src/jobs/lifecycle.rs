@@ -11,7 +11,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use super::{TokenKind, TokenSigner};
-use crate::domain::{now_ms, Job, JobStatus, Lifetimes, NewJob, OnBusy, Trigger};
+use crate::domain::{now_ms, Job, JobStatus, Lifetimes, NewJob, OnBusy, Report, Trigger};
 use crate::launch::{
     Exit, ExitReport, LaunchError, LaunchRecord, LaunchSpec, Launcher, OutputChunk, Presence,
 };
@@ -39,6 +39,8 @@ pub struct StartRequest {
     pub inventory: String,
     pub trigger: Trigger,
     pub on_busy: OnBusy,
+    /// Where the job is to be reported, from the deployment's policy.
+    pub reports: Vec<Report>,
 }
 
 /// The job a start request got.
@@ -258,6 +260,7 @@ impl Lifecycle {
             inventory: request.inventory,
             trigger: request.trigger,
             created_at: now_ms(),
+            reports: request.reports,
         };
         let outcome = self.store.start_job(&new, request.on_busy).await?;
         if matches!(outcome, StartOutcome::Started(_) | StartOutcome::Queued(_)) {

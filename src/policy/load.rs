@@ -10,9 +10,12 @@ use secrecy::SecretString;
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::report::{
+    notify_host, GithubAuth, NotifyFile, NotifyFormat, NotifyRule, ReportFile, ReportPolicy,
+};
 use super::rules::{AnyOf, OidcRule, Provider, WebhookRule};
 use super::{Policy, PolicySet};
-use crate::domain::OnBusy;
+use crate::domain::{OnBusy, ReportEvent};
 
 /// Why a policy set was refused.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,9 @@ struct PolicyFile {
     oidc: Vec<OidcRuleFile>,
     #[serde(default)]
     webhook: Vec<WebhookRuleFile>,
+    report: Option<ReportFile>,
+    #[serde(default)]
+    notify: Vec<NotifyFile>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +105,135 @@ fn secret_from_env(
             format!("`{key}`: environment variable {name} is unset or empty"),
         )),
     }
+}
+
+/// The key of a `whsec_<base64>` secret held by the variable `name`.
+fn whsec_key(env: EnvLookup, file: &Path, key: &str, name: &str) -> Result<Vec<u8>, PolicyError> {
+    let text = secret_from_env(env, file, key, name)?;
+    let encoded = text.trim().strip_prefix("whsec_").unwrap_or(text.trim());
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .map_err(|_| refuse(file, format!("`{key}`: {name} is not whsec_<base64>")))?;
+    if decoded.is_empty() {
+        return Err(refuse(file, format!("`{key}`: {name} holds an empty key")));
+    }
+    Ok(decoded)
+}
+
+fn report_policy(
+    env: EnvLookup,
+    file: &Path,
+    report: Option<ReportFile>,
+    notify: Vec<NotifyFile>,
+) -> Result<ReportPolicy, PolicyError> {
+    let report = report.unwrap_or_default();
+    let token = |key: &str, name: &Option<String>| {
+        name.as_deref()
+            .map(|name| secret_from_env(env, file, key, name).map(SecretString::from))
+            .transpose()
+    };
+    let github = match (
+        report.github,
+        token("report.github_token_env", &report.github_token_env)?,
+    ) {
+        (true, Some(_)) => {
+            return Err(refuse(
+                file,
+                "`report.github` and `report.github_token_env` exclude each other",
+            ))
+        }
+        (true, None) => Some(GithubAuth::App),
+        (false, token) => token.map(GithubAuth::Token),
+    };
+    if report
+        .environment
+        .as_deref()
+        .is_some_and(|name| name.trim().is_empty())
+    {
+        return Err(refuse(file, "`report.environment` is empty"));
+    }
+    let notify = notify
+        .into_iter()
+        .enumerate()
+        .map(|(index, raw)| notify_rule(env, file, index, raw))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ReportPolicy {
+        github,
+        gitlab_token: token("report.gitlab_token_env", &report.gitlab_token_env)?,
+        environment: report.environment,
+        notify,
+    })
+}
+
+fn notify_rule(
+    env: EnvLookup,
+    file: &Path,
+    index: usize,
+    raw: NotifyFile,
+) -> Result<NotifyRule, PolicyError> {
+    let at = |key: &str| format!("notify[{index}].{key}");
+    let host = notify_host(&raw.url).ok_or_else(|| {
+        refuse(
+            file,
+            format!(
+                "`{}` must be an https:// URL without credentials (http:// only on loopback)",
+                at("url")
+            ),
+        )
+    })?;
+    let format = match (raw.format.as_str(), raw.secret_env.as_deref()) {
+        ("standard-webhooks", Some(name)) => NotifyFormat::StandardWebhooks {
+            key: whsec_key(env, file, &at("secret_env"), name)?,
+        },
+        ("standard-webhooks", None) => {
+            return Err(refuse(
+                file,
+                format!("`{}` is required by standard-webhooks", at("secret_env")),
+            ))
+        }
+        ("slack", None) => NotifyFormat::Slack,
+        ("slack", Some(_)) => {
+            return Err(refuse(
+                file,
+                format!("`{}` is for standard-webhooks only", at("secret_env")),
+            ))
+        }
+        _ => {
+            return Err(refuse(
+                file,
+                format!(
+                    "`{}` must be \"standard-webhooks\" or \"slack\"",
+                    at("format")
+                ),
+            ))
+        }
+    };
+    let events = match raw.events {
+        None => ReportEvent::ALL.to_vec(),
+        Some(names) if names.is_empty() => {
+            return Err(refuse(file, format!("`{}` lists no event", at("events"))))
+        }
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                ReportEvent::parse(name).ok_or_else(|| {
+                    refuse(
+                        file,
+                        format!(
+                            "`{}`: \"{name}\" is not started, success or error",
+                            at("events")
+                        ),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+    };
+    Ok(NotifyRule {
+        url: SecretString::from(raw.url),
+        host,
+        format,
+        events,
+    })
 }
 
 fn webhook_rule(
@@ -193,31 +328,11 @@ fn webhook_rule(
                 .as_deref()
                 .map(|name| secret_from_env(env, file, &at("token_env"), name))
                 .transpose()?;
-            let signing_key = match raw.signing_secret_env.as_deref() {
-                None => None,
-                Some(name) => {
-                    let text = secret_from_env(env, file, &at("signing_secret_env"), name)?;
-                    let encoded = text.trim().strip_prefix("whsec_").unwrap_or(text.trim());
-                    let key = base64::engine::general_purpose::STANDARD
-                        .decode(encoded)
-                        .map_err(|_| {
-                            refuse(
-                                file,
-                                format!(
-                                    "`{}`: {name} is not whsec_<base64>",
-                                    at("signing_secret_env")
-                                ),
-                            )
-                        })?;
-                    if key.is_empty() {
-                        return Err(refuse(
-                            file,
-                            format!("`{}`: {name} holds an empty key", at("signing_secret_env")),
-                        ));
-                    }
-                    Some(key)
-                }
-            };
+            let signing_key = raw
+                .signing_secret_env
+                .as_deref()
+                .map(|name| whsec_key(env, file, &at("signing_secret_env"), name))
+                .transpose()?;
             (token, signing_key)
         }
     };
@@ -316,12 +431,14 @@ pub fn parse_policy(text: &str, path: &Path, env: EnvLookup) -> Result<Policy, P
         .enumerate()
         .map(|(index, rule)| webhook_rule(env, path, index, rule))
         .collect::<Result<Vec<_>, _>>()?;
+    let report = report_policy(env, path, raw.report, raw.notify)?;
     Ok(Policy {
         file: path.to_owned(),
         deployment_id: raw.deployment_id,
         on_busy: raw.on_busy.unwrap_or(OnBusy::Queue),
         oidc,
         webhooks,
+        report,
     })
 }
 

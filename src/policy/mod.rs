@@ -4,12 +4,14 @@
 
 pub mod explain;
 mod load;
+mod report;
 mod rules;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 pub use load::{load_dir, load_dir_with, parse_policy, EnvLookup, PolicyError};
+pub use report::{GithubAuth, NotifyFormat, NotifyRule, ReportPolicy};
 pub use rules::{Mismatch, OidcRule, Provider, WebhookRule};
 
 use crate::domain::OnBusy;
@@ -22,6 +24,8 @@ pub struct Policy {
     pub on_busy: OnBusy,
     pub oidc: Vec<OidcRule>,
     pub webhooks: Vec<WebhookRule>,
+    /// Where its jobs are reported (`[report]`, `[[notify]]`).
+    pub report: ReportPolicy,
 }
 
 /// Every loaded policy; replaced whole on reload.
@@ -60,6 +64,26 @@ impl PolicySet {
             .collect()
     }
 
+    /// The policy of `deployment_id`, if one is loaded.
+    pub fn for_deployment(&self, deployment_id: &str) -> Option<&Policy> {
+        self.policies
+            .iter()
+            .find(|policy| policy.deployment_id == deployment_id)
+    }
+
+    /// Refuses `[report] github = true` when no GitHub App is configured.
+    pub fn check_github_app(&self, configured: bool) -> Result<(), PolicyError> {
+        match self.policies.iter().find(|policy| {
+            matches!(policy.report.github, Some(GithubAuth::App)) && !configured
+        }) {
+            Some(policy) => Err(PolicyError {
+                file: policy.file.display().to_string(),
+                message: "`report.github`: no GitHub App is configured ([github] app_id and private_key_file)".into(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Refuses rules naming an issuer that is not configured.
     pub fn check_issuers(&self, configured: &[String]) -> Result<(), PolicyError> {
         for policy in &self.policies {
@@ -85,15 +109,24 @@ pub struct Policies {
     current: Arc<RwLock<Arc<PolicySet>>>,
     /// Names of the configured OIDC issuers rules may use.
     issuers: Arc<Vec<String>>,
+    /// Whether `[report] github = true` can be served.
+    github_app: bool,
 }
 
 impl Policies {
-    /// The live set, checked against the configured issuer names.
-    pub fn new(set: PolicySet, issuers: Vec<String>) -> Result<Policies, PolicyError> {
+    /// The live set, checked against the configured issuer names and
+    /// whether a GitHub App is configured.
+    pub fn new(
+        set: PolicySet,
+        issuers: Vec<String>,
+        github_app: bool,
+    ) -> Result<Policies, PolicyError> {
         set.check_issuers(&issuers)?;
+        set.check_github_app(github_app)?;
         Ok(Policies {
             current: Arc::new(RwLock::new(Arc::new(set))),
             issuers: Arc::new(issuers),
+            github_app,
         })
     }
 
@@ -118,6 +151,7 @@ impl Policies {
     pub fn reload(&self, dir: &Path) -> Result<usize, PolicyError> {
         let set = load_dir(dir)?;
         set.check_issuers(&self.issuers)?;
+        set.check_github_app(self.github_app)?;
         let count = set.policies.len();
         self.replace(set);
         Ok(count)

@@ -22,7 +22,11 @@ use super::{
     JobSignal, JobUpdate, OutputChange, SessionRecord, StartOutcome, Store, StoreError, StoredApp,
     UpdateOutcome, SIGNAL_BACKLOG,
 };
-use crate::domain::{is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy};
+use crate::domain::{
+    is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Report, ReportEvent,
+};
+
+mod reports;
 
 const APPS: TableDefinition<&str, &str> = TableDefinition::new("apps");
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
@@ -341,6 +345,7 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
         txn.open_table(META).map_err(unavailable)?;
         txn.open_table(SEEN).map_err(unavailable)?;
         txn.open_table(SESSIONS).map_err(unavailable)?;
+        reports::create_table(txn)?;
         JobTables::open(txn)?;
         Ok(())
     })?;
@@ -1042,6 +1047,33 @@ impl Store for EmbeddedStore {
         .await
     }
 
+    async fn claim_reports(
+        &self,
+        claimant: &str,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let claimant = claimant.to_owned();
+        self.run(move |db, _| reports::claim(db, &claimant, lease_ms, max, now_ms()))
+            .await
+    }
+
+    async fn finish_reports(
+        &self,
+        job_id: &str,
+        claimant: &str,
+        seen: JobStatus,
+        reports: &[Report],
+        next_due: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let (job_id, claimant, reports) =
+            (job_id.to_owned(), claimant.to_owned(), reports.to_vec());
+        self.run(move |db, _| {
+            reports::finish(db, &job_id, &claimant, seen, &reports, next_due, now_ms())
+        })
+        .await
+    }
+
     async fn save_session(
         &self,
         key: &str,
@@ -1315,6 +1347,12 @@ fn apply_update(
             None => String::new(),
         };
         stored.job.status = update.status;
+        if current != update.status
+            && ReportEvent::is_raised_by(update.status)
+            && !stored.job.reports.is_empty()
+        {
+            reports::raise(txn, job_id, now)?;
+        }
         if update.status.is_final() {
             stored.job.finished_at = Some(now);
             stored.job.exit_code = update.exit_code;
@@ -1364,6 +1402,7 @@ mod tests {
             inventory: "inv".to_owned(),
             trigger: Trigger::of_kind(TriggerKind::Secret),
             created_at: now_ms(),
+            reports: Vec::new(),
         }
     }
 

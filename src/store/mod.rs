@@ -11,7 +11,7 @@ mod redis_feed;
 use async_trait::async_trait;
 
 use crate::auth::SecretDigest;
-use crate::domain::{Job, JobStatus, LaunchData, Lifetimes, NewJob, OnBusy};
+use crate::domain::{Job, JobStatus, LaunchData, Lifetimes, NewJob, OnBusy, Report};
 
 pub use self::embedded::EmbeddedStore;
 pub(crate) use self::output::apply_output;
@@ -379,6 +379,29 @@ pub trait Store: Send + Sync + 'static {
     /// not start (ignored, refused as busy, failed) may come again.
     async fn forget(&self, keys: &[&str]) -> Result<(), StoreError>;
 
+    /// Claims, for `lease_ms`, up to `max` jobs whose reports are due (the
+    /// outbox): entries another claimant holds are skipped, and a claim this
+    /// claimant left (a restart) is taken again. Jobs come without output.
+    async fn claim_reports(
+        &self,
+        claimant: &str,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<Job>, StoreError>;
+    /// Saves how a claimed job's reports got on and gives up the claim:
+    /// the outbox entry is due again at `next_due`, or dropped when `None`,
+    /// unless the job's status moved on from `seen` meanwhile (then it is
+    /// due at once). Nothing is saved when the claim was lost to another
+    /// claimant; false then.
+    async fn finish_reports(
+        &self,
+        job_id: &str,
+        claimant: &str,
+        seen: JobStatus,
+        reports: &[Report],
+        next_due: Option<i64>,
+    ) -> Result<bool, StoreError>;
+
     /// Keeps a status-page session under `key` for `ttl_ms`.
     async fn save_session(
         &self,
@@ -451,6 +474,7 @@ mod tests {
                 inventory: "inv".to_owned(),
                 trigger: crate::domain::Trigger::of_kind(crate::domain::TriggerKind::Secret),
                 created_at: 0,
+                reports: Vec::new(),
             }
             .into_job(JobStatus::Queued)
         };

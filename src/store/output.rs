@@ -171,6 +171,7 @@ mod tests {
             inventory: "inv".into(),
             trigger: Trigger::of_kind(TriggerKind::Secret),
             created_at: 0,
+            reports: Vec::new(),
         }
         .into_job(JobStatus::Running)
     }

@@ -21,7 +21,8 @@ use super::{
     UpdateOutcome, SIGNAL_BACKLOG, TRUNCATION_MARKER,
 };
 use crate::domain::{
-    is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Trigger,
+    is_plausible_job_id, now_ms, Job, JobStatus, LaunchData, NewJob, OnBusy, Report, ReportEvent,
+    Trigger,
 };
 
 const COMMON: &str = include_str!("lua/common.lua");
@@ -36,6 +37,8 @@ struct Scripts {
     remember: Script,
     trim_history: Script,
     index_history: Script,
+    claim_reports: Script,
+    finish_reports: Script,
 }
 
 /// The statuses the scripts test, written from [`JobStatus`]'s one table
@@ -71,6 +74,8 @@ impl Scripts {
             remember: Script::new(include_str!("lua/remember.lua")),
             trim_history: script(include_str!("lua/trim_history.lua")),
             index_history: script(include_str!("lua/index_history.lua")),
+            claim_reports: Script::new(include_str!("lua/claim_reports.lua")),
+            finish_reports: Script::new(include_str!("lua/finish_reports.lua")),
         }
     }
 }
@@ -437,7 +442,8 @@ const TRIM_ROUNDS: usize = 50;
 
 /// Every field of a job hash that [`parse_job`] reads, but the output: what
 /// a history page reads of each job.
-const SUMMARY_FIELDS: [&str; 14] = [
+const SUMMARY_FIELDS: [&str; 15] = [
+    "reports",
     "deployment_id",
     "output_end",
     "output_base",
@@ -479,6 +485,10 @@ fn parse_job(
         Some(raw) => Some(serde_json::from_str::<LaunchData>(&raw).map_err(|_| corrupt())?),
         None => None,
     };
+    let reports: Vec<Report> = match text("reports") {
+        Some(raw) => serde_json::from_str(&raw).map_err(|_| corrupt())?,
+        None => Vec::new(),
+    };
     Ok(Some(Job {
         id: job_id.to_owned(),
         deployment_id: text("deployment_id").ok_or_else(corrupt)?,
@@ -500,6 +510,7 @@ fn parse_job(
         cancel_requested_by: text("cancel_requested_by"),
         launch,
         launch_claim: text("launch_claim"),
+        reports,
     }))
 }
 
@@ -588,6 +599,12 @@ impl Store for RedisStore {
     async fn start_job(&self, job: &NewJob, on_busy: OnBusy) -> Result<StartOutcome, StoreError> {
         let trigger = serde_json::to_string(&job.trigger)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let reports = if job.reports.is_empty() {
+            String::new()
+        } else {
+            serde_json::to_string(&job.reports)
+                .map_err(|error| StoreError::Corrupt(error.to_string()))?
+        };
         let reply: Vec<String> = self
             .scripts
             .start
@@ -605,6 +622,7 @@ impl Store for RedisStore {
             .arg(&job.inventory)
             .arg(trigger)
             .arg(&self.prefix)
+            .arg(reports)
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
@@ -667,6 +685,11 @@ impl Store for RedisStore {
                     .unwrap_or_default(),
             )
             .arg(update.cancelled_by.as_deref().unwrap_or_default())
+            .arg(if ReportEvent::is_raised_by(update.status) {
+                "1"
+            } else {
+                "0"
+            })
             .invoke_async(&mut self.connection())
             .await
             .map_err(unavailable)?;
@@ -983,6 +1006,56 @@ impl Store for RedisStore {
             .del::<_, ()>(keys)
             .await
             .map_err(unavailable)
+    }
+
+    async fn claim_reports(
+        &self,
+        claimant: &str,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        let mut connection = self.connection();
+        let ids: Vec<String> = self
+            .scripts
+            .claim_reports
+            .key(self.key("outbox"))
+            .arg(now_ms())
+            .arg(claimant)
+            .arg(lease_ms)
+            .arg(max.max(1))
+            .arg(&self.prefix)
+            .invoke_async(&mut connection)
+            .await
+            .map_err(unavailable)?;
+        self.jobs_by_id(&mut connection, &ids, false).await
+    }
+
+    async fn finish_reports(
+        &self,
+        job_id: &str,
+        claimant: &str,
+        seen: JobStatus,
+        reports: &[Report],
+        next_due: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let reports = serde_json::to_string(reports)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?;
+        let kept: i64 = self
+            .scripts
+            .finish_reports
+            .key(self.job_key(job_id))
+            .key(self.key("outbox"))
+            .key(self.key(&format!("outbox-lease:{job_id}")))
+            .arg(job_id)
+            .arg(claimant)
+            .arg(seen.as_str())
+            .arg(reports)
+            .arg(next_due.map(|due| due.to_string()).unwrap_or_default())
+            .arg(now_ms())
+            .invoke_async(&mut self.connection())
+            .await
+            .map_err(unavailable)?;
+        Ok(kept == 1)
     }
 
     async fn save_session(

@@ -10,6 +10,7 @@ pub mod app;
 pub mod binary;
 pub mod browser;
 pub mod docker;
+pub mod forge;
 pub mod oidc;
 pub mod program;
 pub mod redis_server;

@@ -23,7 +23,7 @@ pub fn b64(bytes: &[u8]) -> String {
 /// One RSA key pair. Generating one is slow in debug builds, so a test
 /// binary makes at most three and the tests share them under their own kids.
 pub struct RsaMaterial {
-    private_pem: String,
+    pub private_pem: String,
     pub public_pem: String,
     n: String,
     e: String,

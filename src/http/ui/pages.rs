@@ -190,6 +190,14 @@ pub fn job(role: Role, csrf: &str, job: &Job) -> Markup {
                     @if let Some(finished) = job.finished_at { dt { "Finished" } dd { (time(finished)) " (" (duration(job)) ")" } }
                     @if let Some(code) = job.exit_code { dt { "Exit code" } dd { (code) } }
                     @if let Some(by) = &job.cancelled_by { dt { "Cancelled by" } dd { (by) } }
+                    @for report in &job.reports {
+                        dt { "Reported to " (report.target.name()) }
+                        dd class={ "report report-" (report.state.as_str()) } {
+                            (report.state.as_str())
+                            @if report.attempts > 1 { " after " (report.attempts) " tries" }
+                            @if let Some(error) = &report.last_error { ": " (error) }
+                        }
+                    }
                 }
                 @if live && role == Role::Admin {
                     form method="post" action={ "/ui/jobs/" (job.id) "/cancel" } class="cancel" {

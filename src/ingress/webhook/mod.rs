@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use super::Ingress;
 use crate::auth::webhook::SignatureError;
 use crate::domain::{JobStatus, Trigger};
-use crate::jobs::{LifecycleError, StartRequest};
+use crate::jobs::LifecycleError;
 use crate::metrics::DeliveryResult;
 use crate::policy::{Policy, PolicySet, Provider, WebhookRule};
 use crate::store::StoreError;
@@ -318,12 +318,8 @@ impl Ingress {
                 jobs.push(StartedJob::refused(&policy.deployment_id, "App not found"));
                 continue;
             };
-            let request = StartRequest {
-                deployment_id: app.deployment_id,
-                inventory: app.inventory,
-                trigger: trigger.clone().granted_by(&policy.file),
-                on_busy: policy.on_busy,
-            };
+            let trigger = trigger.clone().granted_by(&policy.file);
+            let request = super::start_request(app, trigger, policy.on_busy, Some(policy));
             jobs.push(match self.lifecycle.start(request).await {
                 Ok(started) => {
                     let job = started.into_job();

@@ -1,11 +1,12 @@
 -- KEYS: lock, queued pointer, job, open set, job index
 -- ARGV: job id, on_busy, lock ttl ms, open ttl ms, now ms, deployment id,
---       inventory, trigger json, key prefix
+--       inventory, trigger json, key prefix, reports json ('' when none)
 local function create(status)
   redis.call('HSET', KEYS[3], 'deployment_id', ARGV[6], 'inventory', ARGV[7],
     'status', status, 'output', '', 'trigger', ARGV[8], 'created_at', ARGV[5],
     'updated_at', ARGV[5])
   if status == LOCK_HOLDER then redis.call('HSET', KEYS[3], 'started_at', ARGV[5]) end
+  if ARGV[10] ~= '' then redis.call('HSET', KEYS[3], 'reports', ARGV[10]) end
   redis.call('PEXPIRE', KEYS[3], ARGV[4])
   redis.call('SADD', KEYS[4], ARGV[1])
   redis.call('ZADD', KEYS[5], ARGV[5], ARGV[1])

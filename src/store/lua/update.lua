@@ -2,7 +2,8 @@
 -- ARGV: job id, new status, allowed sources (",a,b,"), output mode
 --       (none|replace|append), output text, max output bytes, truncation marker,
 --       now ms, is final (1|0), job ttl ms, lock ttl ms, key prefix,
---       exit code ('' when none), cancelled by ('' when not)
+--       exit code ('' when none), cancelled by ('' when not), whether the
+--       new status raises a report event (1|0)
 local current = redis.call('HGET', KEYS[1], 'status')
 if not current then return {'not_found'} end
 if not string.find(ARGV[3], ',' .. current .. ',', 1, true) then
@@ -13,6 +14,11 @@ if ARGV[4] ~= 'none' then
   added = change_output(KEYS[1], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7])
 end
 redis.call('HSET', KEYS[1], 'status', ARGV[2], 'updated_at', ARGV[8])
+if ARGV[15] == '1' and current ~= ARGV[2] and redis.call('HEXISTS', KEYS[1], 'reports') == 1 then
+  -- The event's reports are due now, in the step that raises it; LT keeps
+  -- an earlier due time.
+  redis.call('ZADD', ARGV[12] .. 'outbox', 'LT', ARGV[8], ARGV[1])
+end
 history_move(ARGV[12], KEYS[1], ARGV[1], current, ARGV[2])
 announce(ARGV[12], KEYS[1], ARGV[1], added)
 if ARGV[9] ~= '1' then return {'applied', ''} end
