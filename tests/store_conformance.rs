@@ -2648,6 +2648,16 @@ async fn started_job(store: &dyn Store, job: NewJob) -> Job {
     }
 }
 
+/// A job with a report target, started and `running`: its first event is due.
+async fn running_reported_job(store: &dyn Store) -> Job {
+    let job = started_job(store, reported_job("inv")).await;
+    store
+        .update_job(&job.id, &update(JobStatus::Running, None))
+        .await
+        .expect("running");
+    job
+}
+
 /// Claims the jobs due now for `claimant`, by id.
 async fn claim_ids(store: &dyn Store, claimant: &str, lease_ms: i64) -> Vec<String> {
     store
@@ -2747,11 +2757,7 @@ async fn a_raised_event_puts_the_job_in_the_outbox(backend: Backend) {
 async fn an_event_raised_during_a_claim_is_due_at_its_end(backend: Backend) {
     let harness = Harness::open(backend, LONG).await;
     let store = harness.store.as_ref();
-    let job = started_job(store, reported_job("inv")).await;
-    store
-        .update_job(&job.id, &update(JobStatus::Running, None))
-        .await
-        .expect("running");
+    let job = running_reported_job(store).await;
     let claimed = store.claim_reports("a", 60_000, 10).await.expect("claim");
     assert_eq!(claimed.len(), 1);
     store
@@ -2775,11 +2781,7 @@ async fn an_event_raised_during_a_claim_is_due_at_its_end(backend: Backend) {
 async fn a_lapsed_claim_passes_on_and_its_late_finish_saves_nothing(backend: Backend) {
     let harness = Harness::open(backend, LONG).await;
     let store = harness.store.as_ref();
-    let job = started_job(store, reported_job("inv")).await;
-    store
-        .update_job(&job.id, &update(JobStatus::Running, None))
-        .await
-        .expect("running");
+    let job = running_reported_job(store).await;
     assert_eq!(claim_ids(store, "a", SHORT_TTL_MS).await, [job.id.as_str()]);
     assert!(claim_ids(store, "b", 60_000).await.is_empty());
     eventually("a's claim to lapse to b", DEADLINE, || async {
@@ -2806,12 +2808,7 @@ async fn a_lapsed_claim_passes_on_and_its_late_finish_saves_nothing(backend: Bac
 
 async fn a_claimant_takes_its_claim_again_after_a_restart(backend: Backend) {
     let harness = Harness::open(backend, LONG).await;
-    let job = started_job(harness.store.as_ref(), reported_job("inv")).await;
-    harness
-        .store
-        .update_job(&job.id, &update(JobStatus::Running, None))
-        .await
-        .expect("running");
+    let job = running_reported_job(harness.store.as_ref()).await;
     assert_eq!(
         claim_ids(harness.store.as_ref(), "host:8000", 60_000).await,
         [job.id.as_str()]

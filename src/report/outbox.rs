@@ -109,9 +109,12 @@ impl Reporter {
             if room == 0 {
                 continue;
             }
+            // Our own claims under way come back too (they renew): ask for
+            // that many more, so that they take no room from new ones.
+            let ask = room + self.in_flight().len();
             let claimed = self
                 .store
-                .claim_reports(&self.config.instance, millis(LEASE), room)
+                .claim_reports(&self.config.instance, millis(LEASE), ask)
                 .await;
             let jobs = match claimed {
                 Ok(jobs) => jobs,
@@ -126,7 +129,7 @@ impl Reporter {
             store_down = false;
             for job in jobs {
                 let fresh = !self.in_flight().contains_key(&job.id);
-                if fresh {
+                if fresh && deliveries.len() < AT_ONCE {
                     self.in_flight().insert(job.id.clone(), job.clone());
                     deliveries.spawn(Arc::clone(&self).deliver(job));
                 }
@@ -222,7 +225,6 @@ impl Reporter {
                     ReportResult::Delivered
                 }
                 Err(Failure::Permanent(error)) => {
-                    report.attempts = report.attempts.saturating_add(1);
                     report.abandon(error.0);
                     ReportResult::GaveUp
                 }
