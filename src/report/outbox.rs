@@ -229,7 +229,7 @@ impl Reporter {
                     ReportResult::GaveUp
                 }
                 Err(Failure::Transient(error)) => {
-                    let pause = self.pause(report.failures.saturating_add(1));
+                    let pause = backoff(self.config.retry, report.failures.saturating_add(1));
                     report.failed(error.0, now_ms(), pause, millis(GIVE_UP_AFTER));
                     if report.state == ReportState::Failed {
                         ReportResult::GaveUp
@@ -252,17 +252,6 @@ impl Reporter {
                 return;
             }
         }
-    }
-
-    /// The pause before the next try after `failures` failures in a row:
-    /// doubling from `CD_REPORT_RETRY` up to 1 h, each drawn between its
-    /// half and its whole, so that replicas and targets do not retry in step.
-    fn pause(&self, failures: u32) -> i64 {
-        let doublings = failures.saturating_sub(1).min(30);
-        let full = millis(self.config.retry)
-            .saturating_mul(1_i64 << doublings)
-            .min(millis(LONGEST_PAUSE));
-        full / 2 + (rand::random::<f64>() * (full / 2) as f64) as i64
     }
 
     async fn send(
@@ -331,6 +320,17 @@ impl Reporter {
         };
         sent.map_err(Failure::Transient)
     }
+}
+
+/// The pause before the next try after `failures` failures in a row:
+/// doubling from `first` up to 1 h, each drawn between its half and its
+/// whole, so that replicas and targets do not retry in step.
+fn backoff(first: Duration, failures: u32) -> i64 {
+    let doublings = failures.saturating_sub(1).min(30);
+    let full = millis(first)
+        .saturating_mul(1_i64 << doublings)
+        .min(millis(LONGEST_PAUSE));
+    full / 2 + (rand::random::<f64>() * (full / 2) as f64) as i64
 }
 
 fn gitlab_state(job: &Job, event: ReportEvent) -> GitlabState {
@@ -422,6 +422,19 @@ mod tests {
             reports: Vec::new(),
         }
         .into_job(status)
+    }
+
+    #[test]
+    fn pauses_double_with_jitter_up_to_an_hour() {
+        let first = Duration::from_secs(10);
+        for (failures, full) in [(1, 10_000), (2, 20_000), (4, 80_000), (40, 3_600_000)] {
+            for _ in 0..50 {
+                let pause = backoff(first, failures);
+                assert!((full / 2..=full).contains(&pause), "{failures}: {pause}");
+            }
+        }
+        let draws: std::collections::HashSet<i64> = (0..20).map(|_| backoff(first, 3)).collect();
+        assert!(draws.len() > 1, "jittered");
     }
 
     #[test]
