@@ -26,8 +26,9 @@ const POLL_EVERY: Duration = Duration::from_millis(500);
 /// How long a claim holds: above the longest delivery of one job (a few
 /// requests per target, each within `CD_REPORT_TIMEOUT`).
 const LEASE: Duration = Duration::from_secs(300);
-/// Jobs delivered at once by one instance.
-const AT_ONCE: usize = 16;
+/// Jobs delivered at once by one instance: a target that hangs holds a
+/// slot for up to `CD_REPORT_TIMEOUT` per request, so there are many.
+const AT_ONCE: usize = 64;
 /// Failures of one target stop being retried after this long.
 const GIVE_UP_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// The longest pause between two tries.
@@ -99,19 +100,25 @@ impl Reporter {
     async fn run(self: Arc<Self>, stop: CancellationToken) {
         let mut deliveries = JoinSet::new();
         let mut store_down = false;
+        // The last look filled every free slot: more may be due at once.
+        let mut backlog = false;
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(POLL_EVERY) => {}
+                () = next_look(&mut deliveries, backlog) => {}
             }
             while deliveries.try_join_next().is_some() {}
             let room = AT_ONCE.saturating_sub(deliveries.len());
             if room == 0 {
+                backlog = true;
                 continue;
             }
             // Our own claims under way come back too (they renew): ask for
-            // that many more, so that they take no room from new ones.
-            let ask = room + self.in_flight().len();
+            // that many more, so that they take no room from new ones. Each
+            // is skipped even if its delivery ends while the claim runs:
+            // the job read with it may predate what that delivery saved.
+            let busy: Vec<String> = self.in_flight().keys().cloned().collect();
+            let ask = room + busy.len();
             let claimed = self
                 .store
                 .claim_reports(&self.config.instance, millis(LEASE), ask)
@@ -123,17 +130,21 @@ impl Reporter {
                         warn!(%error, "cannot read the report outbox; trying again");
                         store_down = true;
                     }
+                    backlog = false;
                     continue;
                 }
             };
             store_down = false;
+            let mut started = 0;
             for job in jobs {
-                let fresh = !self.in_flight().contains_key(&job.id);
-                if fresh && deliveries.len() < AT_ONCE {
+                let fresh = !busy.contains(&job.id) && !self.in_flight().contains_key(&job.id);
+                if fresh && started < room {
                     self.in_flight().insert(job.id.clone(), job.clone());
                     deliveries.spawn(Arc::clone(&self).deliver(job));
+                    started += 1;
                 }
             }
+            backlog = started == room;
         }
         deliveries.shutdown().await;
         self.give_back().await;
@@ -319,6 +330,17 @@ impl Reporter {
             }
         };
         sent.map_err(Failure::Transient)
+    }
+}
+
+/// Waits until the outbox is worth another look: the poll interval; at
+/// once after a look that found more due than it had room for; or, with
+/// every slot taken, until a delivery ends.
+async fn next_look(deliveries: &mut JoinSet<()>, backlog: bool) {
+    if !backlog {
+        tokio::time::sleep(POLL_EVERY).await;
+    } else if deliveries.len() >= AT_ONCE {
+        deliveries.join_next().await;
     }
 }
 
