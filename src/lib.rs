@@ -193,6 +193,7 @@ fn instance_name(settings: &Settings) -> String {
 /// The report deliverer (contract §12), with the GitHub App's key read.
 fn reporter(
     settings: &Settings,
+    instance: String,
     private_cas: Option<&PrivateCas>,
     store: Arc<dyn Store>,
     policies: Policies,
@@ -231,7 +232,7 @@ fn reporter(
         metrics,
         report::ReporterConfig {
             public_url: settings.public_url(),
-            instance: instance_name(settings),
+            instance,
             retry: settings.report_retry,
         },
     ))
@@ -285,6 +286,8 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
         tracing::info!(count = apps.len(), "apps loaded from CD_APPS_FILE");
     }
     let metrics = Metrics::new();
+    // The name of this instance's launch claims, leases and report claims.
+    let instance = instance_name(settings);
     let lifecycle = Lifecycle::new(
         Arc::clone(&store),
         Arc::clone(&launcher),
@@ -294,7 +297,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
             cd_env: settings.cd_env.clone(),
             self_inventory: settings.self_inventory.clone(),
             lifetimes: settings.lifetimes(),
-            instance: instance_name(settings),
+            instance: instance.clone(),
         },
         metrics.clone(),
     );
@@ -324,6 +327,7 @@ pub async fn build_state(settings: &Settings) -> Result<AppState, StartError> {
     let background = http::Background::default();
     reporter(
         settings,
+        instance,
         private_cas.as_ref(),
         Arc::clone(&store),
         policies.clone(),

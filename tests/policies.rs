@@ -288,6 +288,14 @@ fn a_policy_reporting_everywhere_is_valid() {
     ];
     let run = enac_cd(&["policy", "check", &dir_arg], &env);
     assert_eq!(run.code, Some(0), "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stdout.contains(
+            "reports to github (App), gitlab, notify:hooks.example.org, notify:127.0.0.1"
+        ),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains("glpat"), "no secret: {}", run.stdout);
 }
 
 #[test]

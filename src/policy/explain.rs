@@ -86,12 +86,13 @@ pub fn check(dir: &Path) -> i32 {
         Ok(set) => {
             for policy in &set.policies {
                 println!(
-                    "ok  {} ({}): {} webhook rule(s), {} oidc rule(s), on_busy {}",
+                    "ok  {} ({}): {} webhook rule(s), {} oidc rule(s), on_busy {}{}",
                     policy.deployment_id,
                     policy.file.display(),
                     policy.webhooks.len(),
                     policy.oidc.len(),
-                    policy.on_busy.as_str()
+                    policy.on_busy.as_str(),
+                    policy.report.summary()
                 );
             }
             println!(

@@ -114,6 +114,32 @@ fn forge_report(target: ReportTarget, has_commit: bool) -> Report {
     }
 }
 
+impl ReportPolicy {
+    /// `, reports to github (App), notify:hooks.example` for `policy check`;
+    /// empty when the policy reports nowhere. Never a secret.
+    pub fn summary(&self) -> String {
+        let mut targets = Vec::new();
+        match &self.github {
+            Some(GithubAuth::App) => targets.push("github (App)".to_owned()),
+            Some(GithubAuth::Token(_)) => targets.push("github (token)".to_owned()),
+            None => {}
+        }
+        if self.gitlab_token.is_some() {
+            targets.push("gitlab".to_owned());
+        }
+        targets.extend(
+            self.notify
+                .iter()
+                .map(|rule| format!("notify:{}", rule.host)),
+        );
+        if targets.is_empty() {
+            String::new()
+        } else {
+            format!(", reports to {}", targets.join(", "))
+        }
+    }
+}
+
 /// `[report]` as written.
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
