@@ -23,9 +23,9 @@ use crate::store::Store;
 
 /// How often the outbox is looked at.
 const POLL_EVERY: Duration = Duration::from_millis(500);
-/// How long a claim holds: above the longest delivery of one job (a few
-/// requests per target, each within `CD_REPORT_TIMEOUT`).
-const LEASE: Duration = Duration::from_secs(300);
+/// How long a claim holds. Every look renews the claims of deliveries under
+/// way, so only a dead instance's claims lapse, to another, after this.
+const LEASE: Duration = Duration::from_secs(60);
 /// Jobs delivered at once by one instance: a target that hangs holds a
 /// slot for up to `CD_REPORT_TIMEOUT` per request, so there are many.
 const AT_ONCE: usize = 64;
@@ -109,10 +109,6 @@ impl Reporter {
             }
             while deliveries.try_join_next().is_some() {}
             let room = AT_ONCE.saturating_sub(deliveries.len());
-            if room == 0 {
-                backlog = true;
-                continue;
-            }
             // Our own claims under way come back too (they renew): ask for
             // that many more, so that they take no room from new ones. Each
             // is skipped even if its delivery ends while the claim runs:
@@ -335,12 +331,15 @@ impl Reporter {
 
 /// Waits until the outbox is worth another look: the poll interval; at
 /// once after a look that found more due than it had room for; or, with
-/// every slot taken, until a delivery ends.
+/// every slot taken, until a delivery ends (or the poll interval passes).
 async fn next_look(deliveries: &mut JoinSet<()>, backlog: bool) {
-    if !backlog {
-        tokio::time::sleep(POLL_EVERY).await;
-    } else if deliveries.len() >= AT_ONCE {
-        deliveries.join_next().await;
+    if backlog && deliveries.len() < AT_ONCE {
+        return;
+    }
+    // Looked at least this often: a look renews the claims under way.
+    tokio::select! {
+        _ = deliveries.join_next(), if backlog && !deliveries.is_empty() => {}
+        () = tokio::time::sleep(POLL_EVERY) => {}
     }
 }
 
