@@ -12,6 +12,7 @@ use common::forge::{
 };
 use common::oidc::{github_claims, FakeIssuer, SigningKey};
 use common::program::hanging_program;
+use common::service_process::DeploymentClient;
 use common::webhook::{github_push, Delivery, GH_SECRET_APP_ONE, GL_SIGNING_APP_TWO};
 use common::*;
 use enac_cd::domain::{Job, JobStatus};
@@ -482,5 +483,83 @@ async fn deliveries_pending_at_a_stop_are_made_after_the_restart() {
         kinds.last().map(String::as_str),
         Some("job.success"),
         "{kinds:?}"
+    );
+}
+
+/// Replica A is killed (-9) while a receiver holds its delivery; replica B
+/// takes the job's reports over once A's claim lapses (60 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reports_of_a_replica_killed_mid_delivery_are_taken_over() {
+    let redis = RedisServer::start();
+    let notified = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(600)))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&notified)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&notified)
+        .await;
+    let policies = tempfile::tempdir().expect("a policy dir");
+    let policy = app_one_policy(&notify_to(&notified, "standard-webhooks"));
+    std::fs::write(policies.path().join("app-one.toml"), &policy).expect("policy written");
+    let data = tempfile::tempdir().expect("a data dir");
+    let addr = free_addr();
+    let mut env = serve_env_at(&Backend::Redis(&redis), data.path(), addr);
+    env.retain(|(name, _)| *name != "CD_POLICY_DIR");
+    env.extend([
+        ("CD_POLICY_DIR", policies.path().display().to_string()),
+        ("CD_REPORT_TIMEOUT", "1h".to_owned()),
+        ("GH_HOOK_SECRET_APP_ONE", GH_SECRET_APP_ONE.to_owned()),
+        ("NOTIFY_SECRET", NOTIFY_SECRET.to_owned()),
+    ]);
+    let mut replica_a = ServiceProcess::start(&env, addr);
+    let client = DeploymentClient {
+        addr,
+        id: "app-one",
+    };
+    client.register("ok-replica-loss").await;
+    let job_id = job_id_of(&client.deploy().await);
+    client.wait_status(&job_id, &["success"], DEADLINE).await;
+    eventually("A's delivery to hang at the receiver", DEADLINE, || async {
+        (!requests_to(&notified, "/standard-webhooks")
+            .await
+            .is_empty())
+        .then_some(())
+    })
+    .await;
+    replica_a.kill_hard();
+
+    let replica_b = TestApp::spawn(&redis, &[]).await;
+    load_policy(&replica_b, &policy);
+    let reports = eventually(
+        "B to deliver once A's claim lapses",
+        Duration::from_secs(120),
+        || async {
+            let job = api_job(&replica_b, &job_id).await;
+            let reports = job["reports"].as_array().cloned().unwrap_or_default();
+            (reports
+                .first()
+                .is_some_and(|report| report["state"] == "delivered"))
+            .then_some(reports)
+        },
+    )
+    .await;
+    assert_eq!(
+        reports[0]["attempts"], 2,
+        "B sent started and success: {reports:?}"
+    );
+    let ids: Vec<String> = requests_to(&notified, "/standard-webhooks")
+        .await
+        .iter()
+        .map(|request| header(request, "webhook-id").unwrap_or_default())
+        .collect();
+    let (started, success) = (format!("{job_id}_started"), format!("{job_id}_success"));
+    assert_eq!(
+        ids,
+        [&started, &started, &success].map(String::clone),
+        "A's attempt that never ended, then B's, in order"
     );
 }
