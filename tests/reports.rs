@@ -153,6 +153,30 @@ async fn receiver(status: u16) -> MockServer {
     server
 }
 
+/// A receiver answering `first` to its first `count` notifications, then 200.
+async fn receiver_after(count: u64, first: ResponseTemplate) -> MockServer {
+    let server = receiver(200).await;
+    Mock::given(method("POST"))
+        .respond_with(first)
+        .up_to_n_times(count)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    server
+}
+
+/// The `webhook-id`s of the Standard Webhooks notifications received.
+async fn webhook_ids(receiver: &MockServer) -> Vec<String> {
+    requests_to(receiver, "/standard-webhooks")
+        .await
+        .iter()
+        .map(|request| {
+            verified(request);
+            header(request, "webhook-id").unwrap_or_default()
+        })
+        .collect()
+}
+
 /// Checks a Standard Webhooks notification as a receiver would, with the
 /// service's own ingress check; returns its JSON.
 fn verified(request: &Request) -> Value {
@@ -377,17 +401,7 @@ gitlab_token_env = "GITLAB_TOKEN_APP_TWO"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_receiver_gets_each_event_once_in_order_after_retries() {
     let redis = RedisServer::start();
-    let notified = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(500))
-        .up_to_n_times(3)
-        .with_priority(1)
-        .mount(&notified)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&notified)
-        .await;
+    let notified = receiver_after(3, ResponseTemplate::new(500)).await;
     let first = TestApp::spawn_adjusted(&redis, &[], quick_retries).await;
     let second = TestApp::spawn_adjusted(&redis, &[], quick_retries).await;
     first.set_apps(&[("app-one", "ok-notify")]).await;
@@ -399,14 +413,7 @@ async fn a_failing_receiver_gets_each_event_once_in_order_after_retries() {
     let reports = reports_reach(&second, &job_id, "delivered").await;
     assert_eq!(reports[0]["attempts"], 5, "{reports:?}");
     assert_eq!(reports[0]["last_error"], Value::Null);
-    let ids: Vec<String> = requests_to(&notified, "/standard-webhooks")
-        .await
-        .iter()
-        .map(|request| {
-            verified(request);
-            header(request, "webhook-id").unwrap_or_default()
-        })
-        .collect();
+    let ids = webhook_ids(&notified).await;
     let started = format!("{job_id}_started");
     let success = format!("{job_id}_success");
     assert_eq!(
@@ -491,17 +498,8 @@ async fn deliveries_pending_at_a_stop_are_made_after_the_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reports_of_a_replica_killed_mid_delivery_are_taken_over() {
     let redis = RedisServer::start();
-    let notified = MockServer::start().await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(600)))
-        .up_to_n_times(1)
-        .with_priority(1)
-        .mount(&notified)
-        .await;
-    Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(200))
-        .mount(&notified)
-        .await;
+    let held = ResponseTemplate::new(200).set_delay(Duration::from_secs(600));
+    let notified = receiver_after(1, held).await;
     let policies = tempfile::tempdir().expect("a policy dir");
     let policy = app_one_policy(&notify_to(&notified, "standard-webhooks"));
     std::fs::write(policies.path().join("app-one.toml"), &policy).expect("policy written");
@@ -551,11 +549,7 @@ async fn the_reports_of_a_replica_killed_mid_delivery_are_taken_over() {
         reports[0]["attempts"], 2,
         "B sent started and success: {reports:?}"
     );
-    let ids: Vec<String> = requests_to(&notified, "/standard-webhooks")
-        .await
-        .iter()
-        .map(|request| header(request, "webhook-id").unwrap_or_default())
-        .collect();
+    let ids = webhook_ids(&notified).await;
     let (started, success) = (format!("{job_id}_started"), format!("{job_id}_success"));
     assert_eq!(
         ids,
