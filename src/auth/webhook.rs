@@ -75,12 +75,7 @@ pub fn verify_standard(
     if skew.is_none_or(|skew| skew > TIMESTAMP_TOLERANCE_SECS.unsigned_abs()) {
         return Err(SignatureError::Stale);
     }
-    let mut mac = HmacSha256::new_from_slice(key).map_err(|_| SignatureError::Mismatch)?;
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.trim().as_bytes());
-    mac.update(b".");
-    mac.update(body);
+    let mac = standard_mac(key, id, timestamp.trim(), body).ok_or(SignatureError::Mismatch)?;
     let mut any_v1 = false;
     for signature in signatures.split_whitespace() {
         let Some(encoded) = signature.strip_prefix("v1,") else {
@@ -99,6 +94,28 @@ pub fn verify_standard(
     } else {
         SignatureError::Malformed
     })
+}
+
+/// HMAC-SHA256(key, "{id}.{timestamp}.{body}"): what a Standard Webhooks
+/// signature covers, on ingress and on the notifications sent. `None` for
+/// a key HMAC cannot take (none: HMAC takes any length).
+fn standard_mac(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Option<HmacSha256> {
+    let mut mac = HmacSha256::new_from_slice(key).ok()?;
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    Some(mac)
+}
+
+/// The `webhook-signature` of a Standard Webhooks message: `v1,<base64>`.
+pub fn sign_standard(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Option<String> {
+    let digest = standard_mac(key, id, timestamp, body)?
+        .finalize()
+        .into_bytes();
+    let encoded = base64::engine::general_purpose::STANDARD.encode(digest);
+    Some(format!("v1,{encoded}"))
 }
 
 /// Checks `X-Gitlab-Token` in constant time.
@@ -159,7 +176,8 @@ mod tests {
         );
     }
 
-    fn sign_standard(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    /// A signer written apart from the service's, for the checks to agree with.
+    fn reference_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
         let mut mac = HmacSha256::new_from_slice(key).expect("key");
         mac.update(format!("{id}.{timestamp}.").as_bytes());
         mac.update(body);
@@ -169,10 +187,28 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_made_here_is_one_the_ingress_accepts_for_its_key_only() {
+        let signature = sign_standard(b"key", "msg_1", "1700000000", b"{}").expect("signed");
+        let check = |key: &[u8], body: &[u8]| {
+            verify_standard(
+                key,
+                Some("msg_1"),
+                Some("1700000000"),
+                body,
+                Some(&signature),
+                1_700_000_000,
+            )
+        };
+        assert_eq!(check(b"key", b"{}"), Ok(()));
+        assert_eq!(check(b"other key", b"{}"), Err(SignatureError::Mismatch));
+        assert_eq!(check(b"key", b"{ }"), Err(SignatureError::Mismatch));
+    }
+
+    #[test]
     fn standard_webhooks_accept_any_matching_signature_in_the_window() {
         let key = b"a key of some length";
         let now = 1_700_000_000;
-        let good = sign_standard(key, "msg_1", now, b"{}");
+        let good = reference_signature(key, "msg_1", now, b"{}");
         let list = format!("v1,AAAA {good}");
         assert_eq!(
             verify_standard(
@@ -197,7 +233,7 @@ mod tests {
             Err(SignatureError::Mismatch)
         );
         let old = now - TIMESTAMP_TOLERANCE_SECS - 1;
-        let stale = sign_standard(key, "msg_1", old, b"{}");
+        let stale = reference_signature(key, "msg_1", old, b"{}");
         assert_eq!(
             verify_standard(
                 key,
@@ -220,7 +256,7 @@ mod tests {
         let key = b"a key of some length";
         let now = 1_700_000_000;
         for sent in [i64::MIN, i64::MIN + 1, -now, i64::MAX] {
-            let signature = sign_standard(key, "msg_1", sent, b"{}");
+            let signature = reference_signature(key, "msg_1", sent, b"{}");
             assert_eq!(
                 verify_standard(
                     key,

@@ -1,13 +1,11 @@
 //! Notifications of job events to `[[notify]]` URLs: Standard Webhooks
 //! signed JSON, or Slack-style `{"text":…}`.
 
-use base64::Engine;
-use hmac::{Hmac, Mac};
 use secrecy::ExposeSecret;
 use serde_json::json;
-use sha2::Sha256;
 
 use super::{DeliveryError, OutboundClient};
+use crate::auth::webhook::sign_standard;
 use crate::domain::rfc3339_of_ms;
 use crate::policy::{NotifyFormat, NotifyRule};
 
@@ -42,7 +40,8 @@ pub async fn notify(
             }))
             .map_err(|_| DeliveryError("the notification cannot be written".to_owned()))?;
             let timestamp = message.timestamp.to_string();
-            let signature = sign(key, &message.webhook_id, &timestamp, &body)?;
+            let signature = sign_standard(key, &message.webhook_id, &timestamp, &body)
+                .ok_or_else(|| DeliveryError("the notify signing key is unusable".to_owned()))?;
             request
                 .header("content-type", "application/json")
                 .header("webhook-id", &message.webhook_id)
@@ -62,17 +61,6 @@ pub async fn notify(
             answer.status
         )))
     }
-}
-
-/// `v1,<base64 HMAC-SHA256(key, "{id}.{timestamp}.{body}")>`.
-fn sign(key: &[u8], id: &str, timestamp: &str, body: &[u8]) -> Result<String, DeliveryError> {
-    let mut mac = Hmac::<Sha256>::new_from_slice(key)
-        .map_err(|_| DeliveryError("the notify signing key is unusable".to_owned()))?;
-    mac.update(format!("{id}.{timestamp}.").as_bytes());
-    mac.update(body);
-    let digest = mac.finalize().into_bytes();
-    let encoded = base64::engine::general_purpose::STANDARD.encode(digest);
-    Ok(format!("v1,{encoded}"))
 }
 
 #[cfg(test)]
