@@ -4,7 +4,7 @@
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, WriteTransaction};
 use serde::{Deserialize, Serialize};
 
-use super::{encode, read_job, unavailable, write, Fault, JobTables, JOBS};
+use super::{encode, read_job, unavailable, write, Fault, JobTables, SUMMARIES};
 use crate::domain::{Job, JobStatus, Report};
 use crate::store::StoreError;
 
@@ -72,13 +72,14 @@ pub(super) fn claim(
     let mut claimed = Vec::new();
     write(db, |txn| {
         let mut outbox = txn.open_table(OUTBOX).map_err(unavailable)?;
-        let jobs = txn.open_table(JOBS).map_err(unavailable)?;
+        // Summaries: the jobs without their output, which reports never need.
+        let jobs = txn.open_table(SUMMARIES).map_err(unavailable)?;
         // Read again in the write: the same, but now under its lock.
         for id in due_ids(&outbox, claimant, now)? {
             if claimed.len() >= max {
                 break;
             }
-            let Some(mut stored) = read_job(&jobs, &id, now)? else {
+            let Some(stored) = read_job(&jobs, &id, now)? else {
                 outbox.remove(id.as_str()).map_err(unavailable)?;
                 continue;
             };
@@ -92,7 +93,6 @@ pub(super) fn claim(
             outbox
                 .insert(id.as_str(), encode(&entry)?.as_slice())
                 .map_err(unavailable)?;
-            stored.job.output = String::new();
             claimed.push(stored.job);
         }
         Ok(())
