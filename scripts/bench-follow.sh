@@ -116,37 +116,9 @@ signing_key=bench-signing-key-0123456789abcdef0123456789
 deployment_id=follow-bench
 secret=bench-secret-0123456789
 
-# came_up PID SECONDS COMMAND...: polls COMMAND while PID lives; fails
-# at once when PID is gone (its port was taken meanwhile: free_port draws
-# from the range of outgoing ports, which a thousand followers use).
-came_up() {
-  local pid=$1 until=$((SECONDS + $2))
-  shift 2
-  until "$@" >/dev/null 2>&1; do
-    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= until)); then
-      return 1
-    fi
-    sleep 0.1
-  done
-  kill -0 "$pid" 2>/dev/null
-}
-
 store_env=()
 if [ "$mode" != embedded ]; then
-  for attempt in 1 2 3 4 5; do
-    redis_port=$(free_port)
-    echo "== redis-server on 127.0.0.1:$redis_port"
-    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-      --protected-mode yes >"$work/redis.log" 2>&1 &
-    redis_pid=$!
-    came_up "$redis_pid" 10 listening "$redis_port" && break
-    stop "$redis_pid"
-    redis_pid=
-  done
-  if [ -z "$redis_pid" ]; then
-    cat "$work/redis.log" >&2
-    exit 1
-  fi
+  start_redis "$work/redis.log"
   store_env=(CD_REDIS_URL="redis://127.0.0.1:$redis_port/0")
 fi
 

@@ -27,15 +27,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 root=$PWD
-backend=${1:-redis}
-case "$backend" in
-  redis | embedded) ;;
-  *) echo "usage: $0 [redis|embedded]" >&2; exit 2 ;;
-esac
+bench_name=bench-history
+source scripts/bench-lib.sh
+backend=$(pick_backend redis "$@") || exit 2
 jobs=${JOBS:-100000}
 deployments=${DEPLOYMENTS:-50}
 
-bench_name=bench-history
 source scripts/bench-seeded-service.sh
 
 list() { # query

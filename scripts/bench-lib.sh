@@ -58,3 +58,47 @@ to_ms() {
     else if (v ~ /s$/) { sub(/s$/, "", v); print v * 1000 }
     else { print "nan" } }'
 }
+
+# pick_backend DEFAULT [ARG]: prints `redis` or `embedded` (ARG, else
+# DEFAULT); anything else fails with the usage line.
+pick_backend() {
+  local backend=${2:-$1}
+  case "$backend" in
+    redis | embedded) echo "$backend" ;;
+    *) echo "usage: $0 [redis|embedded] (default: $1)" >&2; return 2 ;;
+  esac
+}
+
+# came_up PID SECONDS COMMAND...: polls COMMAND while PID lives; fails
+# at once when PID is gone (its port was taken meanwhile: free_port draws
+# from the range of outgoing ports, which a thousand followers use).
+came_up() {
+  local pid=$1 until=$((SECONDS + $2))
+  shift 2
+  until "$@" >/dev/null 2>&1; do
+    if ! kill -0 "$pid" 2>/dev/null || ((SECONDS >= until)); then
+      return 1
+    fi
+    sleep 0.1
+  done
+  kill -0 "$pid" 2>/dev/null
+}
+
+# start_redis LOG: a throwaway redis-server on a free loopback port (no
+# persistence), tried on another port when one was taken meanwhile; sets
+# `redis_port` and `redis_pid` (the caller stops it by PID), or exits.
+start_redis() {
+  local log=$1 attempt
+  for attempt in 1 2 3 4 5; do
+    redis_port=$(free_port)
+    echo "== redis-server on 127.0.0.1:$redis_port"
+    redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
+      --protected-mode yes >"$log" 2>&1 &
+    redis_pid=$!
+    came_up "$redis_pid" 10 listening "$redis_port" && return 0
+    stop "$redis_pid"
+    redis_pid=
+  done
+  cat "$log" >&2
+  exit 1
+}

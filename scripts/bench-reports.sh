@@ -20,16 +20,12 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 root=$PWD
-backend=${1:-embedded}
-case "$backend" in
-  redis | embedded) ;;
-  *) echo "usage: $0 [embedded|redis]" >&2; exit 2 ;;
-esac
+bench_name=bench-reports
+source scripts/bench-lib.sh
+backend=$(pick_backend embedded "$@") || exit 2
 counts=("${BENCH_PACED:-40}" "${BENCH_DEPLOYMENTS:-20}" "${BENCH_JOBS:-10}" "${BENCH_FLAKY:-10}"
   "${BENCH_FAIL_FIRST:-3}" "${BENCH_IDLE_SECONDS:-30}")
 
-bench_name=bench-reports
-source scripts/bench-lib.sh
 need curl python3
 [ "$backend" = embedded ] || need redis-server
 
@@ -97,12 +93,7 @@ for ((n = 0; n < counts[3]; n++)); do add_app "$(printf 'bench-flaky-%02d' "$n")
 
 store_env=(CD_DATA_DIR="$work/data")
 if [ "$backend" = redis ]; then
-  redis_port=$(free_port)
-  echo "== redis-server on 127.0.0.1:$redis_port"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    >"$work/redis.log" 2>&1 &
-  redis_pid=$!
-  wait_for 10 "redis-server" listening "$redis_port"
+  start_redis "$work/redis.log"
   store_env+=(CD_REDIS_URL="redis://127.0.0.1:$redis_port/0")
 fi
 

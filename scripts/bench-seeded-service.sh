@@ -1,11 +1,10 @@
-# Sourced by scripts/bench-history.sh and scripts/bench-status-page.sh
-# (with `root`, `backend`, `jobs`, `deployments` and `bench_name` set): builds the release binary and `seed_history`, starts redis-server
+# Sourced by scripts/bench-history.sh and scripts/bench-status-page.sh,
+# after scripts/bench-lib.sh (with `root`, `backend`, `jobs`, `deployments` and `bench_name` set): builds the release binary and `seed_history`, starts redis-server
 # for the redis backend, writes `jobs` finished jobs over `deployments`
 # deployments, lists them all in the app list, and starts `enac-cd serve`
 # on that store. Sets `base`, `admin_token`, `viewer_token`, `work`,
 # `seed_seconds`, `service_pid`, `redis_pid` (stopped on exit by PID).
 
-source scripts/bench-lib.sh
 need wrk curl
 [ "$backend" = embedded ] || need redis-server
 
@@ -30,12 +29,7 @@ prefix=enac-cd:
 store_env=()
 store_args=()
 if [ "$backend" = redis ]; then
-  redis_port=$(free_port)
-  echo "== redis-server on 127.0.0.1:$redis_port"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    --protected-mode yes >"$work/redis.log" 2>&1 &
-  redis_pid=$!
-  wait_for 10 "redis-server" listening "$redis_port"
+  start_redis "$work/redis.log"
   redis_url="redis://127.0.0.1:$redis_port/0"
   store_env=(CD_REDIS_URL="$redis_url" CD_REDIS_PREFIX="$prefix")
   store_args=(--redis-url "$redis_url" --prefix "$prefix")

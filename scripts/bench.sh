@@ -18,14 +18,10 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 root=$PWD
-backend=${1:-redis}
-case "$backend" in
-  redis | embedded) ;;
-  *) echo "usage: $0 [redis|embedded]" >&2; exit 2 ;;
-esac
-
 bench_name=bench
 source scripts/bench-lib.sh
+backend=$(pick_backend redis "$@") || exit 2
+
 need wrk curl
 [ "$backend" = embedded ] || need redis-server
 
@@ -47,12 +43,7 @@ binary=$root/target/release/enac-cd
 
 store_env=()
 if [ "$backend" = redis ]; then
-  redis_port=$(free_port)
-  echo "== redis-server on 127.0.0.1:$redis_port"
-  redis-server --port "$redis_port" --bind 127.0.0.1 --save "" --appendonly no \
-    --protected-mode yes >"$work/redis.log" 2>&1 &
-  redis_pid=$!
-  wait_for 10 "redis-server" listening "$redis_port"
+  start_redis "$work/redis.log"
   store_env=(CD_REDIS_URL="redis://127.0.0.1:$redis_port/0")
 else
   echo "== embedded store in $work/data"
