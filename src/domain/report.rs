@@ -140,6 +140,7 @@ impl ReportState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Report {
     pub target: ReportTarget,
+    /// As the last try left it; [`Report::state_for`] is what is shown.
     pub state: ReportState,
     /// Requests tried, successful or not.
     #[serde(default)]
@@ -199,6 +200,22 @@ impl Report {
             .into_iter()
             .filter(|event| self.target.wants(*event) && !self.sent.contains(event))
             .collect()
+    }
+
+    /// Where the target stands for `job` as it is now: an event the job
+    /// raised since the last try shows as `pending`, even though that try
+    /// left the target `delivered`; `delivered` once something reached it,
+    /// or the job ended owing it nothing (errors only, and it succeeded).
+    pub fn state_for(&self, job: &Job) -> ReportState {
+        if matches!(self.state, ReportState::Failed | ReportState::Retrying) {
+            return self.state;
+        }
+        let owes_nothing = self.due(job).is_empty();
+        if owes_nothing && (!self.sent.is_empty() || job.status.is_final()) {
+            ReportState::Delivered
+        } else {
+            ReportState::Pending
+        }
     }
 
     /// When this target should be tried next for `job`, if anything is due.
@@ -326,6 +343,39 @@ mod tests {
         assert_eq!(report.state, ReportState::Failed);
         assert_eq!((report.attempts, report.failures), (3, 3));
         assert_eq!(next_due_of(&running, &report, 2_000), None);
+    }
+
+    #[test]
+    fn an_event_raised_since_the_last_try_shows_as_pending() {
+        let mut report = notify(&[ReportEvent::Started, ReportEvent::Success]);
+        assert_eq!(
+            report.state_for(&job(JobStatus::Starting, true)),
+            ReportState::Pending,
+            "nothing sent yet"
+        );
+        assert_eq!(
+            report.state_for(&job(JobStatus::Running, true)),
+            ReportState::Pending
+        );
+        report.delivered(ReportEvent::Started);
+        assert_eq!(
+            report.state_for(&job(JobStatus::Running, true)),
+            ReportState::Delivered
+        );
+        assert_eq!(
+            report.state_for(&job(JobStatus::Success, true)),
+            ReportState::Pending
+        );
+        report.failed("502".into(), 1_000, 10, 500);
+        assert_eq!(
+            report.state_for(&job(JobStatus::Success, true)),
+            ReportState::Retrying
+        );
+        let errors_only = notify(&[ReportEvent::Error]);
+        assert_eq!(
+            errors_only.state_for(&job(JobStatus::Success, true)),
+            ReportState::Delivered
+        );
     }
 
     #[test]

@@ -137,6 +137,16 @@ pub struct ApiReport {
 impl ApiJob {
     /// The job as the API shows it; its output only `with_output`.
     pub fn of(job: Job, with_output: bool) -> ApiJob {
+        let reports = job
+            .reports
+            .iter()
+            .map(|report| ApiReport {
+                target: report.target.name(),
+                state: report.state_for(&job),
+                attempts: report.attempts,
+                last_error: report.last_error.clone(),
+            })
+            .collect();
         ApiJob {
             job_id: job.id,
             deployment_id: job.deployment_id,
@@ -148,16 +158,7 @@ impl ApiJob {
             trigger: job.trigger.into(),
             exit_code: job.exit_code,
             cancelled_by: job.cancelled_by,
-            reports: job
-                .reports
-                .into_iter()
-                .map(|report| ApiReport {
-                    target: report.target.name(),
-                    state: report.state,
-                    attempts: report.attempts,
-                    last_error: report.last_error,
-                })
-                .collect(),
+            reports,
             output: with_output.then_some(job.output),
         }
     }

@@ -218,13 +218,7 @@ impl Reporter {
         if report.retry_at.is_some_and(|at| at > now) {
             return;
         }
-        let due = report.due(job);
-        if due.is_empty() && report.state == ReportState::Pending {
-            // Nothing this target wants happened (e.g. errors only, and the
-            // job succeeded): nothing is owed.
-            report.state = ReportState::Delivered;
-        }
-        for event in due {
+        for event in report.due(job) {
             let kind = report.target.kind();
             let result = match self.send(job, report, event).await {
                 Ok(()) => {

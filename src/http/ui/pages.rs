@@ -192,8 +192,9 @@ pub fn job(role: Role, csrf: &str, job: &Job) -> Markup {
                     @if let Some(by) = &job.cancelled_by { dt { "Cancelled by" } dd { (by) } }
                     @for report in &job.reports {
                         dt { "Reported to " (report.target.name()) }
-                        dd class={ "report report-" (report.state.as_str()) } {
-                            (report.state.as_str())
+                        @let state = report.state_for(job).as_str();
+                        dd class={ "report report-" (state) } {
+                            (state)
                             @if report.attempts > 1 { " after " (report.attempts) " tries" }
                             @if let Some(error) = &report.last_error { ": " (error) }
                         }
